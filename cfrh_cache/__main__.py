@@ -1,0 +1,3 @@
+from cfrh_cache.cli import app
+
+app()

@@ -1,0 +1,227 @@
+"""The open_clip image encoder, run once per dataset: load, preprocess in workers, encode in batches.
+
+Preprocessing is split where it is cheapest: DataLoader workers decode files (Pillow) or slice
+arrays (``IAll``, no JPEG decode) and resize/crop to uint8 tensors; the device converts to float
+and normalises, so workers ship 4× fewer bytes and the GPU does the arithmetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import open_clip
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from cfrh_cache.readers.base import ImageSource
+
+log = logging.getLogger(__name__)
+MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIGS)  # our tiny test/demo architectures, next to open_clip's own
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested pretrained weights cannot be had here; the message says how to supply them."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device} asked for, but torch sees no CUDA device (torch {torch.__version__})")
+    return torch.device(device)
+
+
+def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Encoder:
+    model: torch.nn.Module
+    name: str
+    pretrained: str  # the tag, "none", or the local file's path
+    tag: str  # array name in the cache: <model>__<pretrained tag | file stem-sha8 | none>
+    size: tuple[int, int]
+    interpolation: str
+    resize_mode: str
+    mean: torch.Tensor
+    std: torch.Tensor
+    device: torch.device
+    dim: int
+    attrs: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def __call__(self, pixels: torch.Tensor) -> np.ndarray:
+        """uint8 (B, 3, H, W) at the model's size → float16 (B, D) features."""
+        x = pixels.to(self.device, non_blocking=True).float().div_(255)
+        x = (x - self.mean) / self.std
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            features = self.model.encode_image(x)
+        return features.float().cpu().numpy().astype(np.float16)
+
+
+def encoder_tag(model: str, pretrained: str | None, weights_sha: str | None = None) -> str:
+    if pretrained in (None, "none"):
+        return f"{model}__none"
+    path = Path(pretrained)
+    if weights_sha is not None:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem)
+        return f"{model}__{stem}-{weights_sha[:8]}"
+    return f"{model}__{pretrained}"
+
+
+def load_encoder(model: str = "ViT-B-32", pretrained: str | None = "openai", device: str = "auto",
+                 seed: int = 0) -> Encoder:
+    """Build the frozen image encoder. ``pretrained``: an open_clip tag, a local weights file, or none.
+
+    ``none`` gives a randomly initialised encoder (seeded, so a resumed run is identical); every
+    cache written with it says so in its array name and attributes.
+    """
+    if model not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip model {model!r}; see open_clip.list_models() "
+                         f"(ours: {', '.join(p.stem for p in MODEL_CONFIGS.glob('*.json'))})")
+    dev = resolve_device(device)
+    kwargs: dict = {}
+    weights_sha = None
+    attrs: dict = {"model": model, "open_clip": open_clip.__version__}
+    if pretrained in (None, "none"):
+        weights = None
+        attrs.update(pretrained="none", random_init_seed=seed,
+                     warning="randomly initialised encoder: for demos and tests, not for results")
+    elif Path(pretrained).is_file():
+        weights = str(pretrained)
+        weights_sha = sha256_file(Path(pretrained))
+        attrs.update(pretrained="file", weights_file=Path(pretrained).name, weights_sha256=weights_sha)
+    else:
+        weights, kwargs = _weights_for_tag(model, pretrained)
+        attrs.update(pretrained=pretrained, weights_file=Path(weights).name, weights_sha256=sha256_file(Path(weights)))
+    torch.manual_seed(seed)
+    net, _, _ = open_clip.create_model_and_transforms(model, pretrained=weights, **kwargs)
+    net = net.to(dev).eval().requires_grad_(False)
+    cfg = open_clip.get_model_preprocess_cfg(net)
+    size = cfg["size"] if isinstance(cfg["size"], tuple) else (cfg["size"], cfg["size"])
+    mean = torch.tensor(cfg["mean"], device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"], device=dev).view(1, 3, 1, 1)
+    with torch.no_grad():
+        dim = int(net.encode_image(torch.zeros(1, 3, *size, device=dev)).shape[-1])
+    attrs.update(preprocessing={"size": list(size), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+                                "interpolation": cfg["interpolation"], "resize_mode": cfg["resize_mode"]},
+                 dim=dim, dtype="float16")
+    return Encoder(net, model, "none" if weights is None else str(pretrained),
+                   encoder_tag(model, pretrained, weights_sha), size, cfg["interpolation"], cfg["resize_mode"],
+                   mean, std, dev, dim, attrs)
+
+
+def _weights_for_tag(model: str, tag: str) -> tuple[str, dict]:
+    """A local file for an open_clip pretrained tag: the HF cache first, the hub only if reachable."""
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if tag not in tags:
+        raise WeightsUnavailable(
+            f"--pretrained {tag!r} is neither a local file nor a tag of {model} "
+            f"(tags: {', '.join(tags) or 'none'}); pass a weights file path, a tag, or 'none'")
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    kwargs = {"force_quick_gelu": bool(cfg.get("quick_gelu", False)),
+              "image_mean": cfg.get("mean"), "image_std": cfg.get("std"),
+              "image_interpolation": cfg.get("interpolation"), "image_resize_mode": cfg.get("resize_mode")}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    hub = cfg.get("hf_hub", "").rstrip("/")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            cached = try_to_load_from_cache(hub, filename)
+            if isinstance(cached, str):
+                log.info("weights %s/%s from the Hugging Face cache: %s", model, tag, cached)
+                return cached, kwargs
+    if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") or not _reachable(hub, cfg.get("url", "")):
+        raise WeightsUnavailable(_offline_help(model, tag, hub))
+    try:
+        return open_clip.download_pretrained(cfg), kwargs
+    except Exception as exc:  # network errors come in many types
+        raise WeightsUnavailable(_offline_help(model, tag, hub) + f"\n(download failed: {exc})") from exc
+
+
+def _reachable(hub: str, url: str) -> bool:
+    host = "huggingface.co" if hub else urlparse(url).hostname
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
+def _offline_help(model: str, tag: str, hub: str) -> str:
+    return (
+        f"cannot load pretrained weights {model}/{tag}: they are not in the Hugging Face cache "
+        f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and the hub is unreachable. Supply them offline:\n"
+        f"  1. a local file: --pretrained /path/to/open_clip_pytorch_model.bin "
+        f"(or .safetensors; for OpenAI's weights use --model {model}-quickgelu), or\n"
+        f"  2. fill the cache on a connected machine (huggingface-cli download {hub or '<repo>'}) and copy "
+        f"~/.cache/huggingface/hub here (HF_HOME if you moved it), or\n"
+        f"  3. --pretrained none for a random encoder (demos and tests only).")
+
+
+def geometric(image: torch.Tensor, size: tuple[int, int], interpolation: str, resize_mode: str) -> torch.Tensor:
+    """Resize (shortest side) and centre-crop uint8 (…, 3, H, W) as open_clip's eval transform does."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    mode = TF.InterpolationMode(interpolation)
+    if resize_mode == "squash":
+        return TF.resize(image, list(size), interpolation=mode, antialias=True)
+    if resize_mode == "longest":
+        raise ValueError("resize_mode 'longest' (letterboxing) is not supported for array images")
+    h, w = image.shape[-2:]
+    scale = max(size[0] / h, size[1] / w)
+    resized = TF.resize(image, [max(size[0], round(h * scale)), max(size[1], round(w * scale))],
+                        interpolation=mode, antialias=True)
+    return TF.center_crop(resized, list(size))
+
+
+def pil_geometric(image: Image.Image, size: tuple[int, int], interpolation: str, resize_mode: str) -> torch.Tensor:
+    """The same for a decoded file, with Pillow's resize (what open_clip's transform does on PIL images)."""
+    from torchvision.transforms import CenterCrop, InterpolationMode, Resize
+    mode = InterpolationMode(interpolation)
+    if resize_mode == "squash":
+        image = Resize(list(size), interpolation=mode)(image)
+    else:
+        image = CenterCrop(list(size))(Resize(min(size), interpolation=mode)(image))
+    return TF.pil_to_tensor(image)
+
+
+class BatchReader(torch.utils.data.Dataset):
+    """Item i = the uint8 pixels of row range ``ranges[i]``, resized and cropped (runs in workers)."""
+
+    def __init__(self, images: ImageSource, ranges: list[tuple[int, int]], encoder: Encoder):
+        self.images, self.ranges = images, ranges
+        self.size, self.interpolation, self.resize_mode = encoder.size, encoder.interpolation, encoder.resize_mode
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        start, stop = self.ranges[i]
+        rows = self.images.read(start, stop)
+        if self.images.kind == "array":
+            return geometric(torch.from_numpy(rows), self.size, self.interpolation, self.resize_mode)
+        return torch.stack([pil_geometric(im, self.size, self.interpolation, self.resize_mode) for im in rows])
+
+
+def batch_loader(images: ImageSource, ranges: list[tuple[int, int]], encoder: Encoder, workers: int):
+    """Batches in order; workers read and resize ahead of the encoder."""
+    return torch.utils.data.DataLoader(
+        BatchReader(images, ranges, encoder), batch_size=None, shuffle=False, num_workers=workers,
+        pin_memory=encoder.device.type == "cuda", prefetch_factor=4 if workers else None,
+        persistent_workers=False)

@@ -1,0 +1,184 @@
+"""The feature cache: one Zarr (v3) group per dataset, chunked along the sample axis.
+
+Every array carries ``complete`` in its attributes, set last, after the data and its checksum;
+``read`` refuses an array without it, so a half-written array is never taken as finished.
+Large arrays are written chunk by chunk with a per-chunk progress flag (``_progress/<name>``,
+one flag per chunk, so ranks of a distributed run never write the same object): an interrupted
+run redoes only the chunks not flagged, and a chunk is flagged only after its data is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse
+import zarr
+
+FORMAT_VERSION = 1
+CHUNK_ROWS = 1024
+
+
+class CacheError(RuntimeError):
+    """A cache that cannot be used as asked: names the cache, the array and what was expected."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def array_sha256(array: zarr.Array, rows: int = 16384) -> str:
+    """sha256 of the array's C-order bytes, read back in slabs (what ``verify`` recomputes)."""
+    digest = hashlib.sha256()
+    for start in range(0, array.shape[0], rows):
+        digest.update(np.ascontiguousarray(array[start:start + rows]).tobytes())
+    return digest.hexdigest()
+
+
+class Cache:
+    """A dataset's cache group. ``Cache.open(path)`` reads; ``Cache.create(path, dataset, n)`` writes."""
+
+    def __init__(self, path: Path, group: zarr.Group):
+        self.path, self.group = Path(path), group
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> Cache:
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise CacheError(f"{path}: no cache here (no zarr.json); write one with `cfrh-cache features`")
+        group = zarr.open_group(path, mode=mode, zarr_format=3)
+        version = group.attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CacheError(f"{path}: cache format version {version}, this cfrh reads version {FORMAT_VERSION}; "
+                             "rebuild it with `cfrh-cache features`")
+        return cls(path, group)
+
+    @classmethod
+    def create(cls, path: str | Path, dataset: str, n: int) -> Cache:
+        """Open for writing, creating the group if needed; an existing cache must be the same dataset."""
+        path = Path(path)
+        if (path / "zarr.json").is_file():
+            cache = cls.open(path, mode="a")
+            if cache.attrs.get("dataset") != dataset or cache.attrs.get("n") != n:
+                raise CacheError(f"{path}: holds dataset {cache.attrs.get('dataset')!r} with n={cache.attrs.get('n')}, "
+                                 f"not {dataset!r} with n={n}; use another --cache-dir or delete it")
+            return cache
+        from cfrh_cache import __version__
+        group = zarr.open_group(path, mode="a", zarr_format=3)
+        group.attrs.update({"dataset": dataset, "n": n, "format_version": FORMAT_VERSION,
+                            "cfrh_version": __version__, "created": now()})
+        return cls(path, group)
+
+    @property
+    def attrs(self) -> dict:
+        return self.group.attrs.asdict()
+
+    def update_attrs(self, **values) -> None:
+        self.group.attrs.update({**values, "updated": now()})
+
+    # -- reading -----------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        return name in self.group and bool(self.group[name].attrs.get("complete", False))
+
+    def array(self, name: str) -> zarr.Array:
+        if name not in self.group:
+            raise CacheError(f"{self.path}: no array '{name}' (has: {', '.join(self.names()) or 'nothing'})")
+        array = self.group[name]
+        if not array.attrs.get("complete", False):
+            raise CacheError(f"{self.path}: array '{name}' is incomplete (an interrupted run); "
+                             "run `cfrh-cache features` again to finish it")
+        return array
+
+    def read(self, name: str) -> np.ndarray:
+        return self.array(name)[...]
+
+    def names(self, complete_only: bool = False) -> list[str]:
+        out = []
+        for name, node in self.group.members(max_depth=None):
+            if isinstance(node, zarr.Array) and not name.startswith("_progress"):
+                if not complete_only or node.attrs.get("complete", False):
+                    out.append(name)
+        return sorted(out)
+
+    def encoders(self) -> list[str]:
+        """Complete image feature arrays, as ``<model>__<pretrained>`` tags."""
+        return [n.split("/", 1)[1] for n in self.names(complete_only=True) if n.startswith("image/")]
+
+    def read_bow(self) -> np.ndarray | scipy.sparse.csr_array:
+        if "text/bow" in self.group:
+            return self.read("text/bow")
+        data, indices, indptr = (self.read(f"text/bow_csr/{k}") for k in ("data", "indices", "indptr"))
+        shape = tuple(self.array("text/bow_csr/indptr").attrs["shape"])
+        return scipy.sparse.csr_array((data, indices, indptr), shape=shape)
+
+    def split(self) -> dict[str, np.ndarray]:
+        return {k: self.read(f"split/{k}") for k in ("query", "database", "train", "val")}
+
+    # -- writing -----------------------------------------------------------------------------
+    def write(self, name: str, data: np.ndarray, attrs: dict | None = None, chunk_rows: int = CHUNK_ROWS) -> None:
+        """Write a whole (small) array: data first, then checksum and ``complete``."""
+        data = np.asarray(data)
+        chunks = (min(chunk_rows, max(1, data.shape[0])),) + data.shape[1:] if data.ndim else ()
+        array = self.group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                        attributes={"complete": False}, overwrite=True)
+        array[...] = data
+        array.attrs.update({**(attrs or {}), "sha256": array_sha256(array), "complete": True, "written": now()})
+
+    def chunked(self, name: str, shape: tuple[int, ...], dtype, attrs: dict, chunk_rows: int = CHUNK_ROWS,
+                resume: bool = True) -> ChunkedArray:
+        """Create (or reopen to resume) an array written chunk by chunk."""
+        if name in self.group and resume:
+            array = self.group[name]
+            if tuple(array.shape) != tuple(shape) or array.dtype != np.dtype(dtype):
+                raise CacheError(f"{self.path}: array '{name}' exists with shape {array.shape} {array.dtype}, "
+                                 f"expected {shape} {np.dtype(dtype)}; delete it to rebuild")
+            if "_progress/" + name in self.group:
+                return ChunkedArray(array, self.group["_progress/" + name])
+        array = self.group.create_array(name, shape=shape, dtype=dtype, chunks=(chunk_rows,) + tuple(shape[1:]),
+                                        fill_value=0, attributes={**attrs, "complete": False}, overwrite=True)
+        n_chunks = -(-shape[0] // chunk_rows)
+        progress = self.group.create_array("_progress/" + name, shape=(n_chunks,), dtype="uint8", chunks=(1,),
+                                           fill_value=0, overwrite=True)
+        return ChunkedArray(array, progress)
+
+    def write_bow(self, bow, attrs: dict) -> None:
+        """Dense (N, V) when V is moderate, else the three CSR arrays (``text/bow_csr``)."""
+        if scipy.sparse.issparse(bow) and bow.shape[1] > 4096:
+            bow = scipy.sparse.csr_array(bow)
+            for key in ("data", "indices", "indptr"):
+                extra = {"shape": list(bow.shape), **attrs} if key == "indptr" else {}
+                self.write(f"text/bow_csr/{key}", getattr(bow, key), extra, chunk_rows=1 << 20)
+            return
+        dense = bow.toarray() if scipy.sparse.issparse(bow) else np.asarray(bow)
+        self.write("text/bow", dense, attrs)
+
+
+class ChunkedArray:
+    """An array being filled chunk by chunk; ``pending()`` lists what is left after an interruption."""
+
+    def __init__(self, array: zarr.Array, progress: zarr.Array):
+        self.array, self.progress = array, progress
+        self.chunk_rows = array.chunks[0]
+
+    def pending(self, ranks: int = 1, rank: int = 0) -> list[int]:
+        """Unfinished chunks; with several ranks, this rank's share (chunk i goes to rank i % ranks)."""
+        done = self.progress[...]
+        return [int(i) for i in np.flatnonzero(done == 0) if i % ranks == rank]
+
+    def rows(self, chunk: int) -> tuple[int, int]:
+        start = chunk * self.chunk_rows
+        return start, min(start + self.chunk_rows, self.array.shape[0])
+
+    def write_chunk(self, chunk: int, data: np.ndarray) -> None:
+        start, stop = self.rows(chunk)
+        self.array[start:stop] = data
+        self.progress[chunk] = 1  # only after the data: a chunk flagged done is on disk
+
+    def finish(self, attrs: dict | None = None) -> None:
+        if not self.progress[...].all():
+            missing = np.flatnonzero(self.progress[...] == 0)
+            raise CacheError(f"{self.array.name}: chunks {missing[:10].tolist()} not written; cannot mark complete")
+        self.array.attrs.update({**(attrs or {}), "sha256": array_sha256(self.array), "complete": True,
+                                 "written": now()})
