@@ -17,7 +17,7 @@ from cfrh_cache.readers import READERS
 from cfrh_cache.store import CacheError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 USER_ERRORS = (DataError, CacheError, WeightsUnavailable, FloatingPointError, ValueError)
 
 

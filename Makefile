@@ -1,0 +1,49 @@
+# The front door. `make demo` runs the whole offline demo; `make test` sets up and runs the tests.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATASET ?= synth
+DATA ?= data/$(DATASET)
+CACHE ?= cache
+RUNS ?= runs
+MODEL ?= ViT-B-32
+PRETRAINED ?= openai
+DEMO_PRETRAINED ?= none
+BATCH ?= 256
+WORKERS ?= 2
+DEVICE ?= auto
+PROTOCOL ?= djsrh
+SEED ?= 0
+BITS ?= 16 32 64 128
+SEEDS ?= 0 1 2
+SKIP_TORCH ?= 0
+
+.PHONY: setup features train table demo bench test clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-torch.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if [ "$(SKIP_TORCH)" != 1 ]; then $(PY) -m pip install -q -r requirements-torch.txt; fi
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# make features DATASET=nuswide DATA=/data/nus   (DATA: the folder with the dataset's files)
+features: setup
+	$(VENV)/bin/cfrh-cache features $(DATASET) --root $(DATA) --cache-dir $(CACHE) --model $(MODEL) \
+	  --pretrained $(PRETRAINED) --batch-size $(BATCH) --workers $(WORKERS) --device $(DEVICE) \
+	  --protocol $(PROTOCOL) --seed $(SEED)
+
+demo: setup
+	test -f data/synth/synth.json || $(VENV)/bin/cfrh-cache synth --out data/synth
+	$(VENV)/bin/cfrh-cache features synth --root data/synth --cache-dir $(CACHE) --model $(MODEL) \
+	  --pretrained $(DEMO_PRETRAINED) --batch-size 64 --workers $(WORKERS) --device $(DEVICE)
+	$(VENV)/bin/cfrh-cache verify $(CACHE)/synth
+	$(VENV)/bin/cfrh-cache info $(CACHE)/synth
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf data/synth $(CACHE)/synth $(RUNS)/synth

@@ -1,0 +1,30 @@
+"""Shared fixtures: everything the tests read, they write themselves (no network, no GPU)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from cfrh_cache.pipeline import build_features
+from cfrh_cache.readers.synth import make_synth
+
+TINY = dict(model="cfrh-tiny-vit", pretrained="none", workers=0, batch_size=16, progress=False)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small demo dataset (images 72 px, so the tiny 64 px model resizes and crops)."""
+    return make_synth(tmp_path_factory.mktemp("synth"), n=240, n_labels=6, seed=3, size=72)
+
+
+@pytest.fixture(scope="session")
+def synth_cache(synth_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    build_features("synth", synth_dir, root, chunk_rows=64, **TINY)
+    return root / "synth"
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    logging.getLogger("root").setLevel(logging.ERROR)
