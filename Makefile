@@ -18,7 +18,7 @@ BITS ?= 16 32 64 128
 SEEDS ?= 0 1 2
 SKIP_TORCH ?= 0
 
-.PHONY: setup features train table demo bench test clean-demo
+.PHONY: setup features train demo test clean-demo
 
 setup: $(VENV)/.installed
 
@@ -35,12 +35,21 @@ features: setup
 	  --pretrained $(PRETRAINED) --batch-size $(BATCH) --workers $(WORKERS) --device $(DEVICE) \
 	  --protocol $(PROTOCOL) --seed $(SEED)
 
+# make train DATASET=mirflickr BITS="16 32" SEEDS="0 1" METHOD=cfrh
+METHOD ?= cfrh
+train: setup
+	for b in $(BITS); do for s in $(SEEDS); do \
+	  $(VENV)/bin/cfrh-train --dataset $(DATASET) --method $(METHOD) --bits $$b --seed $$s --device $(DEVICE) \
+	    --cache-dir $(CACHE) --runs-dir $(RUNS) || exit 1; done; done
+
 demo: setup
 	test -f data/synth/synth.json || $(VENV)/bin/cfrh-cache synth --out data/synth
 	$(VENV)/bin/cfrh-cache features synth --root data/synth --cache-dir $(CACHE) --model $(MODEL) \
 	  --pretrained $(DEMO_PRETRAINED) --batch-size 64 --workers $(WORKERS) --device $(DEVICE)
 	$(VENV)/bin/cfrh-cache verify $(CACHE)/synth
 	$(VENV)/bin/cfrh-cache info $(CACHE)/synth
+	for m in cfrh lsh random; do $(VENV)/bin/cfrh-train --dataset synth --method $$m --bits 32 \
+	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS) || exit 1; done
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,0 +1,3 @@
+from cfrh_train.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""CFRH (Li et al., IJMIR 12:2, 2023): CLIP-fed autoencoders hashed with a fused-affinity target.
+
+Image branch: cached CLIP feature → MLP → tanh(α·h) code → decoder back to the (l2-normalised)
+feature. Text branch: BoW → MLP → tanh(α·h) → sigmoid decoder back to the binarised BoW.
+The codes of both modalities are fitted to S = μ(βS_I + γS_T + ηS_IT) (intra-modal, weight δ,
+and cross-modal terms), plus φ·reconstruction and an optional λ·quantisation term.
+What the paper leaves unpublished (layer sizes, weights) follows its code family; see DESIGN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfrh_train.affinity import fused
+from cfrh_train.losses import cfrh_loss
+
+
+class Branch(nn.Module):
+    """in → hidden → K code (tanh(α·h)), and a decoder K → in."""
+
+    def __init__(self, dim_in: int, hidden: int, bits: int, sigmoid_decoder: bool):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, bits))
+        self.decoder = nn.Linear(bits, dim_in)
+        self.sigmoid_decoder = sigmoid_decoder
+        self.alpha = 1.0
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = torch.tanh(self.alpha * self.encoder(x))
+        rec = self.decoder(code)
+        return code, torch.sigmoid(rec) if self.sigmoid_decoder else rec
+
+
+class CFRH(nn.Module):
+    trainable = True
+
+    def __init__(self, config: dict, dim_img: int, dim_txt: int):
+        super().__init__()
+        self.config = config
+        self.image = Branch(dim_img, config["hidden"], config["bits"], sigmoid_decoder=False)
+        self.text = Branch(dim_txt, config["hidden"], config["bits"], sigmoid_decoder=True)
+        self.register_buffer("mean_img", torch.zeros(dim_img))
+
+    def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
+        """Before training: the image-feature mean, removed when ``center_features`` is on.
+
+        CLIP features share a large common direction (pairwise cosines far above 0), which makes
+        S_I nearly constant; centring on the training mean restores its contrast. It is our
+        choice, not the paper's: ``--set center_features=false`` gives the uncentred variant.
+        """
+        if self.config["center_features"]:
+            self.mean_img.copy_(img.mean(0))
+
+    def set_epoch(self, epoch: int) -> None:
+        schedule = self.config["alpha_schedule"]
+        alpha = math.sqrt(epoch + 1) if schedule == "sqrt" else 1.0 if schedule == "constant" else None
+        if alpha is None:
+            raise ValueError(f"alpha_schedule must be 'sqrt' or 'constant', got {schedule!r}")
+        self.image.alpha = self.text.alpha = alpha
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.SGD([{"params": self.image.parameters(), "lr": c["lr_img"]},
+                                {"params": self.text.parameters(), "lr": c["lr_txt"]}],
+                               momentum=c["momentum"], weight_decay=c["weight_decay"])
+
+    def loss(self, img: torch.Tensor, txt: torch.Tensor) -> dict:
+        c = self.config
+        img = img - self.mean_img
+        with torch.no_grad():
+            s = fused(img, txt, c["beta"], c["gamma"], c["eta"], c["mu"], c["affinity_map"], c["joint"])
+        code_i, rec_i = self.image(img)
+        code_t, rec_t = self.text(txt)
+        return cfrh_loss(code_i, code_t, s, rec_i, F.normalize(img, dim=1), rec_t, txt.clamp(max=1.0),
+                         c["delta"], c["phi"], c["lam"])
+
+    @torch.no_grad()
+    def encode(self, img: torch.Tensor | None = None, txt: torch.Tensor | None = None):
+        return (None if img is None else self.image(img - self.mean_img)[0],
+                None if txt is None else self.text(txt)[0])

@@ -1,0 +1,189 @@
+"""Stage 2: one loop for every method (nanoGPT-style: read it top to bottom).
+
+cache → method → metrics: the training rows sit on the device as one tensor, batches are index
+slices of it, validation (val queries against the training rows) picks the epoch, and the test
+queries are evaluated once, at the end, with that epoch's weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cfrh_cache.encode import resolve_device
+from cfrh_train.data import CachedData, load_cache
+from cfrh_train.methods import build
+from cfrh_train.metrics import evaluate
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def hash_rows(method, data: CachedData, index: np.ndarray, device: torch.device, chunk: int = 8192):
+    """±1 int8 codes (sign(0) = +1) of the given cache rows, image and text, chunk by chunk."""
+    out_i, out_t = [], []
+    for start in range(0, len(index), chunk):
+        img, txt = data.rows(index[start:start + chunk])
+        ci, ct = method.encode(torch.from_numpy(img).to(device), torch.from_numpy(txt).to(device))
+        out_i.append(torch.where(ci >= 0, 1, -1).to(torch.int8).cpu().numpy())
+        out_t.append(torch.where(ct >= 0, 1, -1).to(torch.int8).cpu().numpy())
+    return np.concatenate(out_i), np.concatenate(out_t)
+
+
+def retrieval(method, data: CachedData, queries: np.ndarray, database: np.ndarray, device, k: int,
+              full: bool = True) -> tuple[dict, dict]:
+    qi, qt = hash_rows(method, data, queries, device)
+    di, dt = hash_rows(method, data, database, device)
+    ql, dl = data.labels[queries], data.labels[database]
+    metrics = {"i2t": evaluate(qi, dt, ql, dl, k=k, full=full), "t2i": evaluate(qt, di, ql, dl, k=k, full=full)}
+    return metrics, {"query_image": qi, "query_text": qt, "database_image": di, "database_text": dt}
+
+
+def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth", progress: bool = True,
+          log=print) -> dict:
+    """Train ``config['method']`` on ``cache_dir/dataset``; returns result, codes and history."""
+    seed_everything(config["seed"])
+    device = resolve_device(config["device"])
+    data = load_cache(cache_dir, dataset, config["encoder"])
+    split = data.split
+    img, txt = data.rows(split["train"])
+    train_img, train_txt = torch.from_numpy(img).to(device), torch.from_numpy(txt).to(device)
+    method = build(config["method"], config, img.shape[1], txt.shape[1]).to(device)
+    k = config["topk"]
+    history, best = [], {"score": -1.0, "epoch": None, "state": None}
+    t0 = time.perf_counter()
+    method.fit(train_img, train_txt)
+    if method.trainable:
+        optimizer = method.optimizer()
+        generator = torch.Generator().manual_seed(config["seed"])
+        n, bs = train_img.shape[0], min(config["batch_size"], train_img.shape[0])
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.4f} val mAP@%d {task.fields[val]}" % k), TimeElapsedColumn()]
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task(f"{config['method']} {config['bits']} bits", total=config["epochs"], loss=0.0, val="–")
+            for epoch in range(config["epochs"]):
+                method.train()
+                method.set_epoch(epoch)
+                order = torch.randperm(n, generator=generator).to(device)
+                total = 0.0
+                for step in range(n // bs):  # drop_last, as the lineage does
+                    batch = order[step * bs:(step + 1) * bs]
+                    terms = method.loss(train_img[batch], train_txt[batch])
+                    if not torch.isfinite(terms["loss"]):
+                        raise FloatingPointError(
+                            f"non-finite loss at epoch {epoch}, step {step}: " +
+                            ", ".join(f"{k_}={v.item():.4g}" for k_, v in terms.items()) +
+                            "; lower the learning rates or check the features")
+                    optimizer.zero_grad(set_to_none=True)
+                    terms["loss"].backward()
+                    optimizer.step()
+                    total += terms["loss"].item()
+                entry = {"epoch": epoch, "loss": total / max(1, n // bs)}
+                if (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == config["epochs"]:
+                    method.eval()
+                    val, _ = retrieval(method, data, split["val"], split["train"], device, k, full=False)
+                    score = (val["i2t"][f"map@{k}"] + val["t2i"][f"map@{k}"]) / 2
+                    entry.update(val_i2t=val["i2t"][f"map@{k}"], val_t2i=val["t2i"][f"map@{k}"])
+                    if score > best["score"]:
+                        best = {"score": score, "epoch": epoch, "state": copy.deepcopy(method.state_dict())}
+                    bar.update(task, val=f"{score:.4f}")
+                history.append(entry)
+                bar.update(task, advance=1, loss=entry["loss"])
+        last_state = copy.deepcopy(method.state_dict())
+    else:
+        last_state = None
+    train_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    method.eval()
+    last_metrics = None
+    if last_state is not None and best["epoch"] != config["epochs"] - 1:
+        last_metrics, _ = retrieval(method, data, split["query"], split["database"], device, k)
+    if best["state"] is not None:
+        method.load_state_dict(best["state"])
+    metrics, codes = retrieval(method, data, split["query"], split["database"], device, k)
+    if last_metrics is None:
+        last_metrics = metrics
+    eval_s = time.perf_counter() - t1
+    result = make_result(config, data, metrics, last_metrics, best, train_s, eval_s, history)
+    codes.update(query_index=split["query"], database_index=split["database"])
+    curves = {d: metrics[d]["pr_curve"] for d in ("i2t", "t2i")}
+    return {"result": result, "codes": codes, "model": method, "pr_curve": curves}
+
+
+def versions() -> dict:
+    import open_clip
+    import zarr
+    return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "numpy": np.__version__, "zarr": zarr.__version__}
+
+
+def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, eval_s, history) -> dict:
+    from cfrh_cache import __version__
+    split = data.attrs.get("split", {})
+    strip = lambda m: {d: {k: v for k, v in m[d].items() if k != "pr_curve"} for d in ("i2t", "t2i")}
+    encoder_attrs = data.attrs.get("encoders", {}).get(data.encoder, {})
+    return {
+        "method": config["method"], "dataset": data.dataset, "bits": config["bits"], "seed": config["seed"],
+        "encoder": {"tag": data.encoder, **{k: encoder_attrs.get(k) for k in
+                                           ("model", "pretrained", "weights_sha256", "warning") if k in encoder_attrs}},
+        "protocol": {"name": split.get("protocol"), "seed": split.get("seed"), "n_query": int(data.split["query"].size),
+                     "n_database": int(data.split["database"].size), "n_train": int(data.split["train"].size),
+                     "n_val": int(data.split["val"].size), "notes": split.get("notes", [])},
+        "config": config,
+        "selection": {"on": "val", "epoch": best["epoch"], "val_map": best["score"] if best["epoch"] is not None else None,
+                      "rule": f"best mean val mAP@{config['topk']} (val queries vs. train rows), "
+                              "evaluated every eval_every epochs" if best["epoch"] is not None else "no training"},
+        "metrics": strip(metrics),
+        "metrics_last_epoch": strip(last_metrics),
+        "timing": {"train_s": round(train_s, 3), "eval_s": round(eval_s, 3)},
+        "history": history,
+        "versions": {**versions(), "cfrh": __version__},
+        "cache": {"cfrh_version": data.attrs.get("cfrh_version"), "created": data.attrs.get("created")},
+    }
+
+
+def run_dir(runs_dir: str | Path, result: dict) -> Path:
+    return Path(runs_dir) / result["dataset"] / result["method"] / f"{result['bits']}bit" / f"seed{result['seed']}"
+
+
+def write_run(out: dict, runs_dir: str | Path) -> Path:
+    """The run folder of the contract: result.json, codes.npz, pr_curve.json/png (written last: result.json)."""
+    result, codes = out["result"], out["codes"]
+    folder = run_dir(runs_dir, result)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / "codes.npz", **codes)
+    curves = out.get("pr_curve")
+    if curves:
+        (folder / "pr_curve.json").write_text(json.dumps(curves))
+        plot_pr(curves, folder / "pr_curve.png", f"{result['method']} {result['dataset']} {result['bits']} bits")
+    tmp = folder / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(folder / "result.json")
+    return folder
+
+
+def plot_pr(curves: dict, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for direction, curve in curves.items():
+        ax.plot(curve["recall"], curve["precision"], marker="o", ms=3, label=direction.upper().replace("2", "→"))
+    ax.set(xlabel="recall", ylabel="precision", title=f"{title}\n(Hamming radius 0…K)", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
