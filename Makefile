@@ -22,7 +22,7 @@ SKIP_TORCH ?= 0
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements-torch.txt
+$(VENV)/.installed: pyproject.toml requirements-torch.txt cfrh_cache/__init__.py cfrh_train/__init__.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	if [ "$(SKIP_TORCH)" != 1 ]; then $(PY) -m pip install -q -r requirements-torch.txt; fi
