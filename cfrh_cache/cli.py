@@ -62,6 +62,7 @@ def features(
     vocab_size: Annotated[int, typer.Option(help="vocabulary size for datasets with raw text")] = 2000,
     min_df: Annotated[int, typer.Option(help="drop words found in fewer texts")] = 2,
     resplit: Annotated[bool, typer.Option(help="replace a stored split of another protocol/seed")] = False,
+    chunk_rows: Annotated[int, typer.Option(help="rows per Zarr chunk (the unit of resumption and of ranks)")] = 1024,
     max_chunks: Annotated[int | None, typer.Option(hidden=True)] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
@@ -71,7 +72,7 @@ def features(
     try:
         with distributed_context(device) as (rank, ranks, barrier, dev):
             report = build_features(dataset, root, cache_dir, model, pretrained, batch_size, workers, dev, protocol,
-                                    seed, vocab_size, min_df, resplit, progress=progress,
+                                    seed, vocab_size, min_df, resplit, chunk_rows=chunk_rows, progress=progress,
                                     rank=rank, ranks=ranks, barrier=barrier, max_chunks=max_chunks)
     except USER_ERRORS as exc:
         _fail(exc)

@@ -74,17 +74,19 @@ def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cach
     source = read_dataset(dataset, root)
     path = Path(cache_dir) / dataset
     written: list[str] = []
-    if rank == 0:
+    encoder = load_encoder(model, pretrained, device, seed)
+    name = f"image/{encoder.tag}"
+    if rank == 0:  # the shared arrays, and the feature array itself, exist before any rank encodes
         cache = Cache.create(path, dataset, source.n)
         written += _write_tables(cache, source, protocol, seed, vocab_size, min_df, resplit)
+        if not cache.has(name):
+            cache.chunked(name, (source.n, encoder.dim), np.float16, {}, chunk_rows)
     if barrier:
         barrier()
     cache = Cache.open(path, mode="a")
-    encoder = load_encoder(model, pretrained, device, seed)
     stats = encode_images(cache, source, encoder, batch_size, workers, chunk_rows, progress, rank, ranks, max_chunks)
     if barrier:
         barrier()
-    name = f"image/{encoder.tag}"
     if rank == 0 and not cache.has(name):
         target = cache.chunked(name, (source.n, encoder.dim), np.float16, {})
         if not target.pending():

@@ -165,3 +165,20 @@ def test_cli_synth_features_info_verify(tmp_path):
     assert runner.invoke(app, ["verify", str(tmp_path / "c" / "synth")]).exit_code == 0
     bad = runner.invoke(app, ["features", "mirflickr", "--root", str(tmp_path / "nothing"), "--cache-dir", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "mirflickr25k-yall.mat: file not found" in bad.output
+
+
+def test_torchrun_two_processes_equal_one(synth_dir, synth_cache, tmp_path):
+    """torch.distributed (gloo, CPU): two ranks write disjoint chunks of one store; same arrays."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+               "-m", "cfrh_cache", "features", "synth", "--root", str(synth_dir), "--cache-dir", str(tmp_path),
+               "--model", "cfrh-tiny-vit", "--pretrained", "none", "--workers", "0", "--batch-size", "16",
+               "--chunk-rows", "64", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours, single = Cache.open(tmp_path / "synth"), Cache.open(synth_cache)
+    for name in ("image/cfrh-tiny-vit__none", "labels", "text/bow", "split/val"):
+        np.testing.assert_array_equal(ours.read(name), single.read(name))
+    assert ours.attrs["encoders"]["cfrh-tiny-vit__none"]["ranks"] == 2
+    assert ours.group["image/cfrh-tiny-vit__none"].chunks[0] == 64  # 4 chunks: 0, 2 on rank 0; 1, 3 on rank 1
+    assert verify(tmp_path / "synth") == []
