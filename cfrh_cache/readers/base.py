@@ -141,9 +141,11 @@ class Source:
 
     def records(self, start: int = 0, stop: int | None = None) -> Iterator[Record]:
         stop = self.n if stop is None else stop
-        for i, image in zip(range(start, stop), self.images.read(start, stop)):
-            text = self.texts[i] if self.texts is not None else _row(self.bow, i)
-            yield Record(i, image, text, self.labels[i])
+        for block in range(start, stop, 256):  # images are read a block at a time, never all at once
+            end = min(block + 256, stop)
+            for i, image in zip(range(block, end), self.images.read(block, end)):
+                text = self.texts[i] if self.texts is not None else _row(self.bow, i)
+                yield Record(i, image, text, self.labels[i])
 
     def check(self) -> None:
         """Consistency across files: one row per sample everywhere, labels present where expected."""
