@@ -30,7 +30,7 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
     """Train on cached features, select on validation, evaluate the queries once, write the run folder."""
-    from cfrh_train.train import train, write_run
+    from cfrh_train.train import run_dir, train, write_run
     try:
         overrides = parse_set(set_, {})
         for key, value in (("bits", bits), ("method", method), ("seed", seed), ("epochs", epochs),
@@ -38,11 +38,13 @@ def train_command(
             if value is not None:
                 overrides[key] = value
         cfg = load(dataset, config, overrides)
-        out = train(cfg, cache_dir, dataset, progress=progress)
+        ckpt = run_dir(runs_dir, {"dataset": dataset, **cfg}) / "checkpoint.pt"
+        out = train(cfg, cache_dir, dataset, progress=progress, checkpoint=ckpt)
     except (ConfigError, CacheError, FloatingPointError, ValueError) as exc:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2)
     folder = write_run(out, runs_dir)
+    ckpt.unlink(missing_ok=True)  # the run is complete: result.json and codes replace it
     print_summary(out["result"], folder)
 
 

@@ -52,8 +52,13 @@ def retrieval(method, data: CachedData, queries: np.ndarray, database: np.ndarra
 
 
 def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth", progress: bool = True,
-          log=print) -> dict:
-    """Train ``config['method']`` on ``cache_dir/dataset``; returns result, codes and history."""
+          checkpoint: str | Path | None = None, stop_after: int | None = None) -> dict:
+    """Train ``config['method']`` on ``cache_dir/dataset``; returns result, codes and history.
+
+    With ``checkpoint``, the state is saved at every validation and a run with the same config
+    resumes from it, ending exactly as an uninterrupted run would. ``stop_after`` (epochs)
+    simulates an interruption for the tests and returns None.
+    """
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
     data = load_cache(cache_dir, dataset, config["encoder"])
@@ -71,9 +76,20 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
         n, bs = train_img.shape[0], min(config["batch_size"], train_img.shape[0])
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("loss {task.fields[loss]:.4f} val mAP@%d {task.fields[val]}" % k), TimeElapsedColumn()]
+        first = 0
+        if checkpoint and Path(checkpoint).is_file():
+            state = torch.load(checkpoint, map_location=device, weights_only=False)
+            if state["config"] == config:
+                method.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                generator.set_state(state["generator"])
+                best, history, first = state["best"], state["history"], state["epoch"] + 1
         with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task(f"{config['method']} {config['bits']} bits", total=config["epochs"], loss=0.0, val="–")
-            for epoch in range(config["epochs"]):
+            task = bar.add_task(f"{config['method']} {config['bits']} bits", total=config["epochs"], loss=0.0,
+                                val="–", completed=first)
+            for epoch in range(first, config["epochs"]):
+                if stop_after is not None and epoch == stop_after:
+                    return None
                 method.train()
                 method.set_epoch(epoch)
                 order = torch.randperm(n, generator=generator).to(device)
@@ -100,6 +116,10 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                         best = {"score": score, "epoch": epoch, "state": copy.deepcopy(method.state_dict())}
                     bar.update(task, val=f"{score:.4f}")
                 history.append(entry)
+                if checkpoint and "val_i2t" in entry:
+                    save_checkpoint(checkpoint, {"config": config, "epoch": epoch, "model": method.state_dict(),
+                                                 "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                                                 "best": best, "history": history})
                 bar.update(task, advance=1, loss=entry["loss"])
         last_state = copy.deepcopy(method.state_dict())
     else:
@@ -120,6 +140,15 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     codes.update(query_index=split["query"], database_index=split["database"])
     curves = {d: metrics[d]["pr_curve"] for d in ("i2t", "t2i")}
     return {"result": result, "codes": codes, "model": method, "pr_curve": curves}
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write next to the target and rename: a kill mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
 
 
 def versions() -> dict:

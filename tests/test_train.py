@@ -127,3 +127,33 @@ def test_nan_features_are_refused(synth_cache, tmp_path):
     cache.group["image/cfrh-tiny-vit__none"][3, 0] = np.nan
     with pytest.raises(CacheError, match=r"NaN/Inf in rows \[3\]"):
         train(load("synth", overrides=FAST), tmp_path, "synth", progress=False)
+
+
+def test_interrupted_training_resumes_to_the_same_result(run, synth_cache, tmp_path):
+    config = load("synth", overrides={**FAST, "bits": 16})
+    ckpt = tmp_path / "checkpoint.pt"
+    assert train(config, synth_cache.parent, "synth", progress=False, checkpoint=ckpt, stop_after=4) is None
+    assert ckpt.is_file()
+    resumed = train(config, synth_cache.parent, "synth", progress=False, checkpoint=ckpt)
+    assert resumed["result"]["metrics"] == run["result"]["metrics"]
+    assert resumed["result"]["selection"] == run["result"]["selection"]
+    # a checkpoint of another config is not used
+    other = train(load("synth", overrides={**FAST, "bits": 16, "seed": 1}), synth_cache.parent, "synth",
+                  progress=False, checkpoint=ckpt)
+    assert other["result"]["seed"] == 1
+
+
+def test_cli_writes_run_and_removes_checkpoint(synth_cache, tmp_path):
+    from typer.testing import CliRunner
+    import typer
+    from cfrh_train.cli import train_command
+    app = typer.Typer()
+    app.command()(train_command)
+    result = CliRunner().invoke(app, ["--dataset", "synth", "--bits", "8", "--cache-dir", str(synth_cache.parent),
+                                      "--runs-dir", str(tmp_path), "--set", "epochs=2", "--set", "eval_every=1",
+                                      "--set", "hidden=64", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "synth" / "cfrh" / "8bit" / "seed0"
+    assert (folder / "result.json").is_file() and not (folder / "checkpoint.pt").exists()
+    bad = CliRunner().invoke(app, ["--dataset", "synth", "--cache-dir", str(synth_cache.parent), "--set", "nope=1"])
+    assert bad.exit_code == 2 and "unknown key 'nope'" in bad.output
