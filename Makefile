@@ -18,7 +18,7 @@ BITS ?= 16 32 64 128
 SEEDS ?= 0 1 2
 SKIP_TORCH ?= 0
 
-.PHONY: setup features train demo test clean-demo
+.PHONY: setup features train demo bench test clean-demo
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,11 @@ demo: setup
 	$(VENV)/bin/cfrh-cache info $(CACHE)/synth
 	for m in cfrh lsh random; do $(VENV)/bin/cfrh-train --dataset synth --method $$m --bits 32 \
 	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS) || exit 1; done
+
+# make bench [BENCH_ARGS=--quick]: bench/results.json (ratios against baselines measured in the same run)
+BENCH_ARGS ?=
+bench: setup
+	$(PY) bench/run.py --out bench/results.json $(BENCH_ARGS)
 
 test: setup
 	$(PY) -m pytest -q
