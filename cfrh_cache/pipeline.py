@@ -20,7 +20,7 @@ from rich.text import Text
 from cfrh_cache.encode import Encoder, batch_loader, load_encoder, sha256_file
 from cfrh_cache.readers import Source, read_dataset
 from cfrh_cache.splits import make_split
-from cfrh_cache.store import CHUNK_ROWS, Cache, CacheError
+from cfrh_cache.store import CHUNK_ROWS, Cache, CacheError, ChunkedArray
 from cfrh_cache.text import bag_of_words, build_vocabulary
 
 log = logging.getLogger(__name__)
@@ -84,18 +84,17 @@ def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cach
     if barrier:
         barrier()
     cache = Cache.open(path, mode="a")
-    stats = encode_images(cache, source, encoder, batch_size, workers, chunk_rows, progress, rank, ranks, max_chunks)
+    target = None if cache.has(name) else cache.chunked(name, (source.n, encoder.dim), np.float16, {}, chunk_rows)
+    stats = encode_images(target, source, encoder, batch_size, workers, progress, rank, ranks, max_chunks)
     if barrier:
         barrier()
-    if rank == 0 and not cache.has(name):
-        target = cache.chunked(name, (source.n, encoder.dim), np.float16, {})
-        if not target.pending():
-            target.finish(encoder.attrs)
-            encoders = cache.attrs.get("encoders", {})
-            encoders[encoder.tag] = {**encoder.attrs, "encode_stats": stats.as_dict(), "batch_size": batch_size,
-                                     "device": str(encoder.device), "ranks": ranks}
-            cache.update_attrs(encoders=encoders)
-            written.append(name)
+    if rank == 0 and target is not None and not target.pending():
+        target.finish(encoder.attrs)
+        encoders = cache.attrs.get("encoders", {})
+        encoders[encoder.tag] = {**encoder.attrs, "encode_stats": stats.as_dict(), "batch_size": batch_size,
+                                 "device": str(encoder.device), "ranks": ranks}
+        cache.update_attrs(encoders=encoders)
+        written.append(name)
     return FeatureReport(path, dataset, source.n, encoder.tag, stats, written, source.notes)
 
 
@@ -158,16 +157,13 @@ def _source_files(source: Source, previous: list[dict]) -> list[dict]:
     return out
 
 
-def encode_images(cache: Cache, source: Source, encoder: Encoder, batch_size: int, workers: int,
-                  chunk_rows: int, progress: bool, rank: int = 0, ranks: int = 1,
-                  max_chunks: int | None = None) -> EncodeStats:
-    """Encode this rank's unfinished chunks into ``image/<tag>``; chunks are written whole, in order."""
+def encode_images(target: ChunkedArray | None, source: Source, encoder: Encoder, batch_size: int, workers: int,
+                  progress: bool, rank: int = 0, ranks: int = 1, max_chunks: int | None = None) -> EncodeStats:
+    """Encode this rank's unfinished chunks of ``target`` (None: already complete); chunks are written whole."""
     stats = EncodeStats()
-    name = f"image/{encoder.tag}"
-    if cache.has(name):
+    if target is None:
         stats.skipped = True
         return stats
-    target = cache.chunked(name, (source.n, encoder.dim), np.float16, {}, chunk_rows)
     chunks = target.pending(ranks, rank)[:max_chunks]
     ranges, owner = [], []
     for chunk in chunks:
