@@ -105,9 +105,7 @@ def evaluate(q_codes: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db
     H = _harmonic(n_db + 1)
     ap_k, ap_all, tie_k, tie_all = [], [], [], []
     p_hits = {p: [] for p in p_at if p <= n_db}
-    pr_rel = np.zeros((0, n_bits + 1))
-    pr_all = np.zeros((0, n_bits + 1))
-    total_rel = []
+    pr_rel, pr_all = [], []  # per query: cumulative relevant / retrieved items within each radius
     for start in range(0, q_codes.shape[0], chunk):
         stop = start + chunk
         dist = hamming(q_packed[start:stop], db_packed)
@@ -131,13 +129,13 @@ def evaluate(q_codes: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db
         hist_rel = np.diff(cum_hits, axis=1)
         tie_k.append(_tie_avg(hist_all, hist_rel, kk, H))
         tie_all.append(_tie_avg(hist_all, hist_rel, None, H))
-        pr_rel = np.vstack([pr_rel, np.cumsum(hist_rel, 1)])
-        pr_all = np.vstack([pr_all, np.cumsum(hist_all, 1)])
-        total_rel.append(hist_rel.sum(1))
+        pr_rel.append(np.cumsum(hist_rel, 1))
+        pr_all.append(np.cumsum(hist_all, 1))
     result = {f"map@{k}": float(np.concatenate(ap_k).mean())}
     if not full:
         return result
-    total = np.concatenate(total_rel).astype(np.float64)
+    pr_rel, pr_all = np.concatenate(pr_rel), np.concatenate(pr_all)
+    total = pr_rel[:, -1].astype(np.float64)  # every item lies within radius K
     retrieved = pr_all > 0  # precision at a radius averages the queries that retrieve anything there
     per_query = np.where(retrieved, pr_rel / np.maximum(pr_all, 1), 0.0)
     precision = per_query.sum(0) / np.maximum(retrieved.sum(0), 1)

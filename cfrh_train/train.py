@@ -121,14 +121,11 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                                                  "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                                                  "best": best, "history": history})
                 bar.update(task, advance=1, loss=entry["loss"])
-        last_state = copy.deepcopy(method.state_dict())
-    else:
-        last_state = None
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     method.eval()
     last_metrics = None
-    if last_state is not None and best["epoch"] != config["epochs"] - 1:
+    if method.trainable and best["epoch"] != config["epochs"] - 1:  # the model in hand is the last epoch's
         last_metrics, _ = retrieval(method, data, split["query"], split["database"], device, k)
     if best["state"] is not None:
         method.load_state_dict(best["state"])
