@@ -32,7 +32,7 @@ def train_command(
     """Train on cached features, select on validation, evaluate the queries once, write the run folder."""
     from cfrh_train.train import run_dir, train, write_run
     try:
-        overrides = parse_set(set_, {})
+        overrides = parse_set(set_)
         for key, value in (("bits", bits), ("method", method), ("seed", seed), ("epochs", epochs),
                            ("encoder", encoder), ("device", device)):
             if value is not None:

@@ -34,7 +34,7 @@ def merge(base: dict, update: dict, where: str) -> dict:
     return out
 
 
-def parse_set(items: list[str], base: dict) -> dict:
+def parse_set(items: list[str]) -> dict:
     """``key=value`` strings, values read as JSON where they parse (numbers, true, null) else text."""
     out = {}
     for item in items:
