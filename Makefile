@@ -18,7 +18,7 @@ BITS ?= 16 32 64 128
 SEEDS ?= 0 1 2
 SKIP_TORCH ?= 0
 
-.PHONY: setup features train demo bench test clean-demo
+.PHONY: setup features train table demo bench test clean-demo
 
 setup: $(VENV)/.installed
 
@@ -42,14 +42,23 @@ train: setup
 	  $(VENV)/bin/cfrh-train --dataset $(DATASET) --method $(METHOD) --bits $$b --seed $$s --device $(DEVICE) \
 	    --cache-dir $(CACHE) --runs-dir $(RUNS) || exit 1; done; done
 
+# make table [DATASETS="mirflickr nuswide"] [BITS="16 32 64 128"] [SEEDS="0 1 2"] [METHODS="cfrh jdsh …"]
+# trains what is missing (finished runs with the same config are reused), writes runs/table.md, .tex, figures/
+DATASETS ?=
+METHODS ?= cfrh jdsh djsrh dgcpn ucch lsh
+table: setup
+	$(VENV)/bin/cfrh-table --datasets "$(DATASETS)" --bits "$(BITS)" --seeds "$(SEEDS)" --methods "$(METHODS)" \
+	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
+
 demo: setup
 	test -f data/synth/synth.json || $(VENV)/bin/cfrh-cache synth --out data/synth
 	$(VENV)/bin/cfrh-cache features synth --root data/synth --cache-dir $(CACHE) --model $(MODEL) \
 	  --pretrained $(DEMO_PRETRAINED) --batch-size 64 --workers $(WORKERS) --device $(DEVICE)
 	$(VENV)/bin/cfrh-cache verify $(CACHE)/synth
 	$(VENV)/bin/cfrh-cache info $(CACHE)/synth
-	for m in cfrh lsh random; do $(VENV)/bin/cfrh-train --dataset synth --method $$m --bits 32 \
-	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS) || exit 1; done
+	$(VENV)/bin/cfrh-train --dataset synth --bits 32 --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
+	$(VENV)/bin/cfrh-table --datasets synth --bits "16 32" --seeds "0 1" --methods "cfrh jdsh djsrh dgcpn ucch lsh random" \
+	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
 
 # make bench [BENCH_ARGS=--quick]: bench/results.json (ratios against baselines measured in the same run)
 BENCH_ARGS ?=

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,7 @@ console = Console(soft_wrap=True)
 def train_command(
     dataset: Annotated[str, typer.Option(help="cached dataset under --cache-dir")] = "synth",
     bits: Annotated[int | None, typer.Option(help="code length K")] = None,
-    method: Annotated[str | None, typer.Option(help="cfrh, lsh or random")] = None,
+    method: Annotated[str | None, typer.Option(help="cfrh, jdsh, djsrh, dgcpn, ucch, lsh or random")] = None,
     seed: Annotated[int | None, typer.Option(help="training seed")] = None,
     config: Annotated[Path | None, typer.Option(help="JSON config overriding the dataset's defaults")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
@@ -30,22 +31,18 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
     """Train on cached features, select on validation, evaluate the queries once, write the run folder."""
-    from cfrh_train.train import run_dir, train, write_run
+    from cfrh_train.train import run
     try:
         overrides = parse_set(set_)
         for key, value in (("bits", bits), ("method", method), ("seed", seed), ("epochs", epochs),
                            ("encoder", encoder), ("device", device)):
             if value is not None:
                 overrides[key] = value
-        cfg = load(dataset, config, overrides)
-        ckpt = run_dir(runs_dir, {"dataset": dataset, **cfg}) / "checkpoint.pt"
-        out = train(cfg, cache_dir, dataset, progress=progress, checkpoint=ckpt)
+        folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress)
     except (ConfigError, CacheError, FloatingPointError, ValueError) as exc:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2)
-    folder = write_run(out, runs_dir)
-    ckpt.unlink(missing_ok=True)  # the run is complete: result.json and codes replace it
-    print_summary(out["result"], folder)
+    print_summary(json.loads((folder / "result.json").read_text()), folder)
 
 
 def print_summary(result: dict, folder: Path) -> None:
@@ -70,3 +67,46 @@ def print_summary(result: dict, folder: Path) -> None:
 
 def main() -> None:
     typer.run(train_command)
+
+
+def _words(text: str, kind=str) -> list:
+    return [kind(w) for w in text.replace(",", " ").split()]
+
+
+def table_command(
+    datasets: Annotated[str, typer.Option(help="datasets to train/show (default: every cached dataset)")] = "",
+    bits: Annotated[str, typer.Option(help="code lengths")] = "16 32 64 128",
+    seeds: Annotated[str, typer.Option(help="training seeds (rows show mean ± std over them)")] = "0 1 2",
+    methods: Annotated[str, typer.Option(help="methods to train")] = "cfrh jdsh djsrh dgcpn ucch lsh",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
+    cache_dir: Annotated[Path, typer.Option()] = Path("cache"),
+    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
+    train: Annotated[bool, typer.Option(help="train missing runs; --no-train renders what is there")] = True,
+    published: Annotated[Path | None, typer.Option(help="published figures CSV (default: the bundled copy)")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train what is missing (reusing finished runs with the same config), then write runs/table.md,
+    runs/table.tex and runs/figures/, and print the table."""
+    from cfrh_train.table import PUBLISHED, cached_datasets, ensure_runs, make_table, rich_tables
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        if train:
+            names = _words(datasets) or cached_datasets(cache_dir)
+            if not names:
+                raise CacheError(f"{cache_dir}: no cached dataset; run `make features` (or `make demo`) first")
+            counts = ensure_runs(names, _words(methods), _words(bits, int), _words(seeds, int), cache_dir, runs_dir,
+                                 device, progress, log=lambda m: console.print(f"[cyan]{m}[/]"))
+            console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
+        out = make_table(runs_dir, published or PUBLISHED)
+    except (ConfigError, CacheError, FloatingPointError, ValueError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    for table in rich_tables(out["blocks"]):
+        console.print(table)
+    for line in out["protocol"]:
+        console.print(f"[bold]protocol[/] {line}")
+    console.print(f"written: {out['markdown']}, {out['latex']}, {len(out['figures'])} figures in {runs_dir / 'figures'}")
+
+
+def table_main() -> None:
+    typer.run(table_command)

@@ -32,3 +32,51 @@ def cfrh_loss(code_i, code_t, s, rec_i, target_i, rec_t, target_t, delta: float,
              "quant": quantization(code_i) + quantization(code_t)}
     terms["loss"] = delta * terms["intra"] + terms["cross"] + phi * terms["ae"] + lam * terms["quant"]
     return terms
+
+
+def binary(code: torch.Tensor) -> torch.Tensor:
+    """sign with sign(0) = +1, outside the graph: the binary side of a half-real, half-binary term."""
+    return torch.where(code >= 0, 1.0, -1.0).to(code.dtype).detach()
+
+
+def jdsh_loss(code_i, code_t, s, intra: float) -> dict:
+    """JDSH: INTRA·(I–I + T–T) + I–T + T–I − mean paired-code cosine."""
+    terms = {"intra": intra_modal(code_i, code_t, s), "cross": cross_modal(code_i, code_t, s)}
+    terms["loss"] = intra * terms["intra"] + terms["cross"]
+    return terms
+
+
+def djsrh_loss(code_i, code_t, s, lambda1: float, lambda2: float) -> dict:
+    """DJSRH: ‖μS − B̂_I B̂_Tᵀ‖² + λ1‖μS − B̂_I B̂_Iᵀ‖² + λ2‖μS − B̂_T B̂_Tᵀ‖² (μ already in ``s``)."""
+    terms = {"it": F.mse_loss(code_similarity(code_i, code_t), s),
+             "ii": F.mse_loss(code_similarity(code_i, code_i), s),
+             "tt": F.mse_loss(code_similarity(code_t, code_t), s)}
+    terms["loss"] = terms["it"] + lambda1 * terms["ii"] + lambda2 * terms["tt"]
+    return terms
+
+
+def dgcpn_loss(code_i, code_t, s, intra: float, half_binary: float, consistency: float) -> dict:
+    """DGCPN as we read its paper: every code-similarity form (I–I, T–T weighted ``intra``; I–T,
+    T–I) fitted to S twice, real×real and real×binary (its half-real, half-binary optimisation,
+    which lets the binary codes steer training), plus the paired codes' inter-modal consistency."""
+    pairs = {"ii": (code_i, code_i, intra), "tt": (code_t, code_t, intra),
+             "it": (code_i, code_t, 1.0), "ti": (code_t, code_i, 1.0)}
+    real = sum(w * F.mse_loss(code_similarity(a, b), s) for a, b, w in pairs.values())
+    half = sum(w * F.mse_loss(code_similarity(a, binary(b)), s) for a, b, w in pairs.values())
+    cons = 1 - (F.normalize(code_i, dim=1) * F.normalize(code_t, dim=1)).sum(1).mean()
+    return {"real": real, "half_binary": half, "consistency": cons,
+            "loss": real + half_binary * half + consistency * cons}
+
+
+def ranking_loss(h_i: torch.Tensor, h_t: torch.Tensor, margin: float, shift: float, tau: float = 1.0):
+    """UCCH's cross-modal ranking loss (CRL): a softmax over *all* negatives of each pair, in both
+    directions, where the negatives already ``margin`` below the positive are shifted down by
+    ``shift`` so that the many easy ones (false negatives among them) do not dominate."""
+    scores = h_i @ h_t.T
+    diag = scores.diagonal()
+    total = 0.0
+    for dim, pos in ((1, diag[:, None]), (0, diag[None, :])):
+        keep = (scores >= pos - margin).detach()
+        cost = torch.where(keep, scores, scores - shift)
+        total = total + (-diag + tau * torch.logsumexp(cost / tau, dim=dim) + margin).mean()
+    return total

@@ -22,6 +22,7 @@ from cfrh_cache.encode import resolve_device
 from cfrh_train.data import CachedData, load_cache
 from cfrh_train.methods import build
 from cfrh_train.metrics import evaluate
+from cfrh_train.plots import plot_pr
 
 
 def seed_everything(seed: int) -> None:
@@ -83,6 +84,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                 method.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
                 generator.set_state(state["generator"])
+                torch.set_rng_state(state["torch_rng"])  # methods that draw (UCCH's negatives) go on identically
                 best, history, first = state["best"], state["history"], state["epoch"] + 1
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task(f"{config['method']} {config['bits']} bits", total=config["epochs"], loss=0.0,
@@ -96,7 +98,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                 total = 0.0
                 for step in range(n // bs):  # drop_last, as the lineage does
                     batch = order[step * bs:(step + 1) * bs]
-                    terms = method.loss(train_img[batch], train_txt[batch])
+                    terms = method.loss(train_img[batch], train_txt[batch], batch)
                     if not torch.isfinite(terms["loss"]):
                         raise FloatingPointError(
                             f"non-finite loss at epoch {epoch}, step {step}: " +
@@ -104,6 +106,8 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                             "; lower the learning rates or check the features")
                     optimizer.zero_grad(set_to_none=True)
                     terms["loss"].backward()
+                    if config["grad_clip"] > 0:
+                        torch.nn.utils.clip_grad_norm_(method.parameters(), config["grad_clip"])
                     optimizer.step()
                     total += terms["loss"].item()
                 entry = {"epoch": epoch, "loss": total / max(1, n // bs)}
@@ -119,6 +123,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                 if checkpoint and "val_i2t" in entry:
                     save_checkpoint(checkpoint, {"config": config, "epoch": epoch, "model": method.state_dict(),
                                                  "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                                                 "torch_rng": torch.get_rng_state(),
                                                  "best": best, "history": history})
                 bar.update(task, advance=1, loss=entry["loss"])
     train_s = time.perf_counter() - t0
@@ -137,6 +142,16 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     codes.update(query_index=split["query"], database_index=split["database"])
     curves = {d: metrics[d]["pr_curve"] for d in ("i2t", "t2i")}
     return {"result": result, "codes": codes, "model": method, "pr_curve": curves}
+
+
+def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path, progress: bool = True) -> Path:
+    """Train with a checkpoint in the run folder (an interrupted run resumes), write the run
+    folder, then drop the checkpoint: the folder's result.json and codes replace it."""
+    ckpt = run_dir(runs_dir, {"dataset": dataset, **config}) / "checkpoint.pt"
+    out = train(config, cache_dir, dataset, progress=progress, checkpoint=ckpt)
+    folder = write_run(out, runs_dir)
+    ckpt.unlink(missing_ok=True)
+    return folder
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -198,18 +213,3 @@ def write_run(out: dict, runs_dir: str | Path) -> Path:
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(folder / "result.json")
     return folder
-
-
-def plot_pr(curves: dict, path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for direction, curve in curves.items():
-        ax.plot(curve["recall"], curve["precision"], marker="o", ms=3, label=direction.upper().replace("2", "→"))
-    ax.set(xlabel="recall", ylabel="precision", title=f"{title}\n(Hamming radius 0…K)", xlim=(0, 1.02), ylim=(0, 1.02))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

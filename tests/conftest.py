@@ -25,6 +25,15 @@ def synth_cache(synth_dir, tmp_path_factory):
     return root / "synth"
 
 
+@pytest.fixture(scope="session")
+def quality_cache(tmp_path_factory):
+    """A larger demo cache (1,500 pairs, 12 labels) where learned methods can show what they learn."""
+    data = make_synth(tmp_path_factory.mktemp("q"), n=1500, n_labels=12, seed=0, size=64)
+    root = tmp_path_factory.mktemp("qc")
+    build_features("synth", data, root, **TINY)
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _quiet():
     logging.getLogger("root").setLevel(logging.ERROR)

@@ -107,17 +107,6 @@ def test_cfrh_beats_random_and_lsh(quality_cache):
         assert scores["cfrh"][d]["map@50"] > floor + 0.03, (d, scores)
 
 
-@pytest.fixture(scope="module")
-def quality_cache(tmp_path_factory):
-    from cfrh_cache.pipeline import build_features
-    from cfrh_cache.readers.synth import make_synth
-    from conftest import TINY
-    data = make_synth(tmp_path_factory.mktemp("q"), n=1500, n_labels=12, seed=0, size=64)
-    root = tmp_path_factory.mktemp("qc")
-    build_features("synth", data, root, **TINY)
-    return root
-
-
 def test_nan_features_are_refused(synth_cache, tmp_path):
     import shutil
     from cfrh_cache.store import Cache, CacheError

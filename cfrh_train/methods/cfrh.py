@@ -9,14 +9,13 @@ What the paper leaves unpublished (layer sizes, weights) follows its code family
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cfrh_train.affinity import fused
 from cfrh_train.losses import cfrh_loss
+from cfrh_train.methods.nets import Centering, HashHead, sgd, sqrt_alpha
 
 
 class Branch(nn.Module):
@@ -24,13 +23,12 @@ class Branch(nn.Module):
 
     def __init__(self, dim_in: int, hidden: int, bits: int, sigmoid_decoder: bool):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, bits))
+        self.encoder = HashHead(dim_in, [hidden], bits)
         self.decoder = nn.Linear(bits, dim_in)
         self.sigmoid_decoder = sigmoid_decoder
-        self.alpha = 1.0
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        code = torch.tanh(self.alpha * self.encoder(x))
+        code = self.encoder(x)
         rec = self.decoder(code)
         return code, torch.sigmoid(rec) if self.sigmoid_decoder else rec
 
@@ -43,34 +41,25 @@ class CFRH(nn.Module):
         self.config = config
         self.image = Branch(dim_img, config["hidden"], config["bits"], sigmoid_decoder=False)
         self.text = Branch(dim_txt, config["hidden"], config["bits"], sigmoid_decoder=True)
-        self.register_buffer("mean_img", torch.zeros(dim_img))
+        self.center = Centering(dim_img, config["center_features"])
 
     def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
-        """Before training: the image-feature mean, removed when ``center_features`` is on.
-
-        CLIP features share a large common direction (pairwise cosines far above 0), which makes
-        S_I nearly constant; centring on the training mean restores its contrast. It is our
-        choice, not the paper's: ``--set center_features=false`` gives the uncentred variant.
-        """
-        if self.config["center_features"]:
-            self.mean_img.copy_(img.mean(0))
+        """Before training: the image-feature mean (``center_features``; see ``nets.Centering``)."""
+        self.center.fit(img)
 
     def set_epoch(self, epoch: int) -> None:
         schedule = self.config["alpha_schedule"]
-        alpha = math.sqrt(epoch + 1) if schedule == "sqrt" else 1.0 if schedule == "constant" else None
+        alpha = sqrt_alpha(epoch) if schedule == "sqrt" else 1.0 if schedule == "constant" else None
         if alpha is None:
             raise ValueError(f"alpha_schedule must be 'sqrt' or 'constant', got {schedule!r}")
-        self.image.alpha = self.text.alpha = alpha
+        self.image.encoder.alpha = self.text.encoder.alpha = alpha
 
     def optimizer(self) -> torch.optim.Optimizer:
-        c = self.config
-        return torch.optim.SGD([{"params": self.image.parameters(), "lr": c["lr_img"]},
-                                {"params": self.text.parameters(), "lr": c["lr_txt"]}],
-                               momentum=c["momentum"], weight_decay=c["weight_decay"])
+        return sgd(self.image, self.text, self.config)
 
-    def loss(self, img: torch.Tensor, txt: torch.Tensor) -> dict:
+    def loss(self, img: torch.Tensor, txt: torch.Tensor, index: torch.Tensor | None = None) -> dict:
         c = self.config
-        img = img - self.mean_img
+        img = self.center(img)
         with torch.no_grad():
             s = fused(img, txt, c["beta"], c["gamma"], c["eta"], c["mu"], c["affinity_map"], c["joint"])
         code_i, rec_i = self.image(img)
@@ -80,5 +69,5 @@ class CFRH(nn.Module):
 
     @torch.no_grad()
     def encode(self, img: torch.Tensor | None = None, txt: torch.Tensor | None = None):
-        return (None if img is None else self.image(img - self.mean_img)[0],
+        return (None if img is None else self.image(self.center(img))[0],
                 None if txt is None else self.text(txt)[0])

@@ -1,0 +1,97 @@
+"""Building blocks the learned methods share: MLP hash heads on cached features, the α schedule,
+the SGD set-up of the DJSRH lineage, and a feature-centring buffer."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def mlp(dim_in: int, hidden: list[int], dim_out: int) -> nn.Sequential:
+    """Linear → ReLU → … → Linear; ``hidden=[]`` is one linear layer (a hash layer on a frozen feature)."""
+    layers, width = [], dim_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, dim_out))
+
+
+class HashHead(nn.Module):
+    """MLP then tanh(α·h): relaxed codes in training, ``sign`` of them at test time."""
+
+    def __init__(self, dim_in: int, hidden: list[int], bits: int):
+        super().__init__()
+        self.net = mlp(dim_in, hidden, bits)
+        self.alpha = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.alpha * self.net(x))
+
+
+def sqrt_alpha(epoch: int) -> float:
+    """The lineage's continuation schedule α = √(epoch+1): tanh(α·h) sharpens towards sign(h)."""
+    return math.sqrt(epoch + 1)
+
+
+def sgd(img: nn.Module, txt: nn.Module, config: dict) -> torch.optim.Optimizer:
+    """SGD with separate image/text learning rates (DJSRH, JDSH, CAGAN, DGCPN)."""
+    return torch.optim.SGD([{"params": img.parameters(), "lr": config["lr_img"]},
+                            {"params": txt.parameters(), "lr": config["lr_txt"]}],
+                           momentum=config["momentum"], weight_decay=config["weight_decay"])
+
+
+class Centering(nn.Module):
+    """Subtracts the training mean of the image features (a buffer, so it is saved with the model).
+
+    CLIP features share one dominant direction (pairwise cosines far above 0), which makes the
+    image affinity nearly constant; centring restores its contrast. Our choice for every method
+    on CLIP features (``center_features``), not the papers', which used AlexNet/VGG features.
+    """
+
+    def __init__(self, dim: int, enabled: bool):
+        super().__init__()
+        self.enabled = enabled
+        self.register_buffer("mean", torch.zeros(dim))
+
+    def fit(self, x: torch.Tensor) -> None:
+        if self.enabled:
+            self.mean.copy_(x.mean(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.mean
+
+
+class TwoTower(nn.Module):
+    """An image hash head on the (centred) cached feature and a text hash head on the BoW.
+
+    The frame JDSH, DJSRH, DGCPN and UCCH share on frozen features; each subclass adds its
+    affinity and loss (``loss``) and whatever it precomputes on the training rows (``fit``).
+    """
+
+    trainable = True
+
+    def __init__(self, config: dict, dim_img: int, dim_txt: int):
+        super().__init__()
+        self.config = config
+        self.center = Centering(dim_img, config["center_features"])
+        self.image = HashHead(dim_img, config["img_hidden"], config["bits"])
+        self.text = HashHead(dim_txt, config["txt_hidden"], config["bits"])
+
+    def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
+        self.center.fit(img)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.image.alpha = self.text.alpha = sqrt_alpha(epoch)
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return sgd(self.image, self.text, self.config)
+
+    def codes(self, img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.image(self.center(img)), self.text(txt)
+
+    @torch.no_grad()
+    def encode(self, img: torch.Tensor | None = None, txt: torch.Tensor | None = None):
+        return (None if img is None else self.image(self.center(img)),
+                None if txt is None else self.text(txt))

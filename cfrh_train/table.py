@@ -1,0 +1,324 @@
+"""``make table``: our methods beside the published figures, in the paper layout.
+
+runs/…/result.json ──► blocks (one metric × dataset × protocol) ──► table.md, table.tex, rich
+                   └─► figures: PR curves per dataset and bit length, mAP against bits
+
+A block holds exactly one metric: its cells are read from ``metrics[direction][metric]`` of our
+runs and from the published rows whose ``metric`` column equals it, so mAP@50 and mAP@all can
+never share a column. Our rows are mean ± std over seeds; the best of them is bold per column.
+Published rows come from ``reference/published_map.csv`` (a copy of the team's reference file),
+never typed in, and are labelled with their backbone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cfrh_train.plots import DIRECTIONS, arrow, plot_map_vs_bits, plot_pr_comparison
+
+METRICS = {"map@50": "mAP@50", "map@all": "mAP@all"}
+PUBLISHED = Path(__file__).parent / "reference" / "published_map.csv"
+PUBLISHED_COLUMNS = ("method", "dataset", "direction", "bits", "map", "metric", "image_backbone", "source")
+PUBLISHED_PROTOCOL = {"map@50": "DJSRH protocol (2,000 queries, 5,000 train; WIKI 693 queries)",
+                      "map@all": "UCCH protocol (frozen VGG-19, last 2,000/2,100/5,000 rows as queries; "
+                                 "its COCO is the 122,218-pair Doc2Vec version)"}
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def read_published(path: str | Path = PUBLISHED) -> list[dict]:
+    """The published figures, checked: a bad row names the file, the line and the column."""
+    path = Path(path)
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(PUBLISHED_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: missing columns {sorted(missing)}; expected {', '.join(PUBLISHED_COLUMNS)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                direction = row["direction"].strip().lower()
+                if direction not in DIRECTIONS:
+                    raise ValueError(f"direction {row['direction']!r} is not I2T or T2I")
+                rows.append({**row, "direction": direction, "bits": int(row["bits"]), "map": float(row["map"]),
+                             "metric": row["metric"].strip()})
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{path}, line {line}: {exc}") from exc
+    return rows
+
+
+def collect_runs(runs_dir: str | Path) -> list[dict]:
+    """Every finished run (a run folder with result.json) under ``runs_dir``, with its folder."""
+    out = []
+    for path in sorted(Path(runs_dir).glob("*/*/*bit/seed*/result.json")):
+        result = json.loads(path.read_text())
+        result["_folder"] = str(path.parent)
+        out.append(result)
+    return out
+
+
+def cached_datasets(cache_dir: str | Path) -> list[str]:
+    """Datasets under ``cache_dir`` that have complete image features."""
+    from cfrh_cache.store import Cache, CacheError
+    names = []
+    for group in sorted(Path(cache_dir).glob("*/zarr.json")):
+        try:
+            if Cache.open(group.parent).encoders():
+                names.append(group.parent.name)
+        except CacheError:
+            continue
+    return names
+
+
+def _same_run(result: dict, config: dict, cache_created: str | None) -> bool:
+    """A finished run is reused when it was trained with this config on this very cache
+    (``device`` aside: where it ran does not change what was asked)."""
+    strip = lambda c: {k: v for k, v in c.items() if k != "device"}
+    return strip(result.get("config", {})) == strip(config) and result.get("cache", {}).get("created") == cache_created
+
+
+def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds: list[int], cache_dir: str | Path,
+                runs_dir: str | Path, device: str = "auto", progress: bool = True, log=print) -> dict[str, int]:
+    """Train what is missing or stale; reuse finished run folders keyed by their config."""
+    from cfrh_cache.store import Cache
+    from cfrh_train.config import load
+    from cfrh_train.train import run, run_dir
+    counts = {"reused": 0, "trained": 0}
+    for dataset in datasets:
+        created = Cache.open(Path(cache_dir) / dataset).attrs.get("created")
+        for method in methods:
+            for b in bits:
+                for seed in seeds:
+                    config = load(dataset, None, {"method": method, "bits": b, "seed": seed, "device": device})
+                    result_file = run_dir(runs_dir, {"dataset": dataset, **config}) / "result.json"
+                    if result_file.is_file() and _same_run(json.loads(result_file.read_text()), config, created):
+                        counts["reused"] += 1
+                        continue
+                    log(f"training {method} on {dataset}, {b} bits, seed {seed}")
+                    run(config, cache_dir, dataset, runs_dir, progress=progress)
+                    counts["trained"] += 1
+    return counts
+
+
+# -- the table ---------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    mean: float
+    std: float | None = None  # None: a published figure, or a single seed
+    n: int = 1
+
+
+@dataclass
+class Row:
+    label: str
+    published: bool
+    cells: dict[tuple[str, int], Cell]
+    best: set = field(default_factory=set)  # columns where this row is the best of ours
+
+
+@dataclass
+class Block:
+    metric: str
+    dataset: str
+    protocol: str
+    columns: list[tuple[str, int]]
+    rows: list[Row]
+    sources: list[str]
+
+    @property
+    def title(self) -> str:
+        return f"{METRICS.get(self.metric, self.metric)} · {self.dataset} · our split: {self.protocol}"
+
+
+def _group(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    from cfrh_train.methods import METHODS
+    rank = {name: i for i, name in enumerate(METHODS)}  # CFRH first, then the peers, then the floors
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in sorted(results, key=lambda r: (rank.get(r["method"], len(rank)), r["method"], r["bits"], r["seed"])):
+        p = r["protocol"]
+        groups.setdefault((r["dataset"], f"{p['name']} (seed {p['seed']})"), []).append(r)
+    return groups
+
+
+def build_blocks(results: list[dict], published: list[dict], metrics=tuple(METRICS)) -> list[Block]:
+    blocks = []
+    for metric in metrics:
+        for (dataset, protocol), runs in _group(results).items():
+            bits = sorted({r["bits"] for r in runs})
+            columns = [(d, b) for d in DIRECTIONS for b in bits]
+            encoders = {r["encoder"]["tag"] for r in runs}
+            by_row: dict[str, dict[tuple[str, int], list[float]]] = {}
+            for r in runs:
+                label = r["method"] if len(encoders) == 1 else f"{r['method']} [{r['encoder']['tag']}]"
+                for d in DIRECTIONS:
+                    value = r["metrics"][d].get(metric)
+                    if value is not None:
+                        by_row.setdefault(label, {}).setdefault((d, r["bits"]), []).append(value)
+            ours = [Row(label, False, {col: Cell(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None,
+                                                 len(v)) for col, v in cells.items()})
+                    for label, cells in by_row.items()]
+            for col in columns:
+                scored = [row for row in ours if col in row.cells]
+                if scored:
+                    max(scored, key=lambda row: row.cells[col].mean).best.add(col)
+            theirs: dict[str, Row] = {}
+            sources = []
+            for p in published:
+                if p["metric"] != metric or p["dataset"] != dataset or (p["direction"], p["bits"]) not in columns:
+                    continue
+                label = f"{p['method']} · published · {p['image_backbone']}"
+                theirs.setdefault(label, Row(label, True, {})).cells[(p["direction"], p["bits"])] = Cell(p["map"])
+                if p["source"] not in sources:
+                    sources.append(p["source"])
+            if ours:
+                blocks.append(Block(metric, dataset, protocol, columns, ours + list(theirs.values()), sources))
+    return blocks
+
+
+def fmt(cell: Cell | None) -> str:
+    if cell is None:
+        return "–"
+    return f"{cell.mean:.3f}" if cell.std is None else f"{cell.mean:.3f} ± {cell.std:.3f}"
+
+
+def _label(row: Row) -> str:
+    if row.published:
+        return row.label
+    n = {c.n for c in row.cells.values()}
+    seeds = f"{min(n)}–{max(n)}" if len(n) > 1 else str(n.pop())
+    return f"{row.label} ({seeds} seed{'s' if seeds != '1' else ''})"
+
+
+def protocol_lines(results: list[dict]) -> list[str]:
+    """One line per dataset and split: protocol and seed, encoder, sizes and the selection rule."""
+    lines = []
+    for (dataset, protocol), runs in _group(results).items():
+        p = runs[0]["protocol"]
+        rule = next((x["selection"]["rule"] for x in runs if x["selection"]["epoch"] is not None), "none (no training)")
+        encoders = sorted({x["encoder"]["tag"] for x in runs})
+        warn = " (randomly initialised encoder: not comparable with published figures)" if any(
+            x["encoder"].get("pretrained") == "none" for x in runs) else ""
+        lines.append(f"{dataset}: split {protocol}; encoder {', '.join(encoders)}{warn}; {p['n_query']:,} queries, "
+                     f"{p['n_database']:,} database items, {p['n_train']:,} training rows, {p['n_val']:,} validation "
+                     f"queries; selection: {rule}, on the validation split, never on the queries; "
+                     f"runs: {len(runs)}.")
+    return lines
+
+
+def render_markdown(blocks: list[Block], protocol: list[str], figures: list[Path], root: Path) -> str:
+    out = [f"# cfrh results", "", f"_Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make table`. "
+           "Our rows: mean ± std over seeds, best of ours in bold per column. Published rows are other papers' "
+           "figures under their own protocol and backbone; mAP@50 and mAP@all are never in one column._"]
+    for metric in METRICS:
+        mine = [b for b in blocks if b.metric == metric]
+        if not mine:
+            continue
+        out += ["", f"## {METRICS[metric]}", "", f"Published rows: {PUBLISHED_PROTOCOL[metric]}."]
+        for b in mine:
+            out += ["", f"### {b.title}", "",
+                    "| method | " + " | ".join(f"{arrow(d)} {bits}" for d, bits in b.columns) + " |",
+                    "|---|" + "---:|" * len(b.columns)]
+            for row in b.rows:
+                cells = [f"**{fmt(row.cells.get(c))}**" if c in row.best else fmt(row.cells.get(c)) for c in b.columns]
+                out.append(f"| {_label(row)} | " + " | ".join(cells) + " |")
+            if b.sources:
+                out += ["", "Sources: " + "; ".join(b.sources) + "."]
+    if figures:
+        out += ["", "## Figures", ""] + [f"![{f.stem}]({f.relative_to(root).as_posix()})" for f in figures]
+    out += ["", "## Protocol", ""] + [f"- {line}" for line in protocol]
+    return "\n".join(out) + "\n"
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("→", r"$\to$"), ("·", r"$\cdot$"), ("–", "--")):
+        text = text.replace(a, b)
+    return text
+
+
+def render_latex(blocks: list[Block], protocol: list[str]) -> str:
+    out = ["% Generated by `make table` (cfrh). Our rows: mean ± std over seeds, best of ours in bold."]
+    for b in blocks:
+        out += ["", r"\begin{table}[t]", r"\centering\small", rf"\caption{{{_tex(b.title)}}}",
+                r"\begin{tabular}{l" + "r" * len(b.columns) + "}", r"\hline",
+                "method & " + " & ".join(_tex(f"{arrow(d)} {bits}") for d, bits in b.columns) + r" \\", r"\hline"]
+        for i, row in enumerate(b.rows):
+            if row.published and (i == 0 or not b.rows[i - 1].published):
+                out.append(r"\hline")
+            cells = [rf"\textbf{{{_tex(fmt(row.cells.get(c)))}}}" if c in row.best else _tex(fmt(row.cells.get(c)))
+                     for c in b.columns]
+            out.append(_tex(_label(row)) + " & " + " & ".join(cells) + r" \\")
+        out += [r"\hline", r"\end{tabular}", r"\end{table}"]
+    out += ["", "% Protocol"] + [f"% {line}" for line in protocol]
+    return "\n".join(out) + "\n"
+
+
+def rich_tables(blocks: list[Block]):
+    from rich.table import Table
+    tables = []
+    for b in blocks:
+        t = Table(title=b.title, title_justify="left")
+        t.add_column("method")
+        for d, bits in b.columns:
+            t.add_column(f"{arrow(d)} {bits}", justify="right")
+        for i, row in enumerate(b.rows):
+            cells = [f"[bold]{fmt(row.cells.get(c))}[/]" if c in row.best else fmt(row.cells.get(c)) for c in b.columns]
+            t.add_row(_label(row), *cells, style="dim" if row.published else None,
+                      end_section=not row.published and i + 1 < len(b.rows) and b.rows[i + 1].published)
+        tables.append(t)
+    return tables
+
+
+# -- figures -----------------------------------------------------------------------------------
+def draw_figures(results: list[dict], out_dir: Path, metric: str = "map@50") -> list[Path]:
+    """A PR-curve comparison per dataset and bit length, and mAP against bits per dataset."""
+    import numpy as np
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for (dataset, protocol), runs in _group(results).items():
+        name = f"{dataset}-{runs[0]['protocol']['name']}-s{runs[0]['protocol']['seed']}"
+        for bits in sorted({r["bits"] for r in runs}):
+            curves: dict[str, dict] = {}
+            for method in sorted({r["method"] for r in runs}):
+                files = [Path(r["_folder"]) / "pr_curve.json" for r in runs if r["method"] == method and r["bits"] == bits]
+                loaded = [json.loads(f.read_text()) for f in files if f.is_file()]
+                if loaded:
+                    curves[method] = {d: {k: np.mean([c[d][k] for c in loaded], 0).tolist() for k in ("precision", "recall")}
+                                      for d in DIRECTIONS}
+            if curves:
+                path = out_dir / f"{name}_{bits}bit_pr.png"
+                plot_pr_comparison(curves, path, f"{dataset} · {bits} bits · {protocol}")
+                paths.append(path)
+        series = {}
+        for method in sorted({r["method"] for r in runs}):
+            per_dir = {}
+            for d in DIRECTIONS:
+                bits = sorted({r["bits"] for r in runs if r["method"] == method and metric in r["metrics"][d]})
+                values = [[r["metrics"][d][metric] for r in runs if r["method"] == method and r["bits"] == b] for b in bits]
+                per_dir[d] = (bits, [float(np.mean(v)) for v in values],
+                              [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values])  # as in the table
+            series[method] = per_dir
+        if series:
+            path = out_dir / f"{name}_{metric.replace('@', '')}_vs_bits.png"
+            plot_map_vs_bits(series, path, f"{dataset} · {protocol}", METRICS.get(metric, metric))
+            paths.append(path)
+    return paths
+
+
+def make_table(runs_dir: str | Path, published: str | Path = PUBLISHED, figures: bool = True) -> dict:
+    """Render every finished run under ``runs_dir``: writes table.md, table.tex and figures/."""
+    runs_dir = Path(runs_dir)
+    results = collect_runs(runs_dir)
+    if not results:
+        raise ValueError(f"{runs_dir}: no finished runs (run folders with result.json); train some first")
+    blocks = build_blocks(results, read_published(published))
+    protocol = protocol_lines(results)
+    figure_paths = draw_figures(results, runs_dir / "figures") if figures else []
+    (runs_dir / "table.md").write_text(render_markdown(blocks, protocol, figure_paths, runs_dir))
+    (runs_dir / "table.tex").write_text(render_latex(blocks, protocol))
+    return {"blocks": blocks, "protocol": protocol, "figures": figure_paths, "markdown": runs_dir / "table.md",
+            "latex": runs_dir / "table.tex", "n_runs": len(results)}
