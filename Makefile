@@ -63,6 +63,7 @@ demo: setup
 # make bench [BENCH_ARGS=--quick]: bench/results.json (ratios against baselines measured in the same run)
 BENCH_ARGS ?=
 bench: setup
+	$(PY) -m pip install -q faiss-cpu || echo "faiss-cpu did not install: the search benchmark runs without it"
 	$(PY) bench/run.py --out bench/results.json $(BENCH_ARGS)
 
 test: setup

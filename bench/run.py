@@ -6,7 +6,9 @@ never asserted (shared machines are noisy). Sections:
 - stage1: images/s of the whole pipeline (read → resize → encode → Zarr) vs the bare encoder
   forward on the same model, batch and device;
 - eval: all metrics for 2,000 queries × 184,577 items (NUS scale) vs the lineage's per-query
-  ``calculate_top_map`` loop (mAP@50 only) on the same codes;
+  ``calculate_top_map`` loop (mAP@50 only) on the same codes, with time and peak memory;
+- search: Hamming top-50 queries/s at 184,577 and 1,000,000 items vs faiss ``IndexBinaryFlat``
+  (when faiss-cpu is installed; it is an optional extra, never required);
 - trainer: one epoch of our loop vs a per-item DataLoader loop of the same model (peer code);
 - stage2: one training + evaluation at MIRFlickr scale on synthetic tensors, per bit length.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import tempfile
 import time
 import tracemalloc
@@ -47,23 +50,60 @@ def bench_eval(bits_list, n_query=2000, n_db=184577, classes=10):
     ql = (rng.random((n_query, classes)) < 0.2).astype(np.uint8)
     dl = (rng.random((n_db, classes)) < 0.2).astype(np.uint8)
     rows = []
-    evaluate(np.ones((2, 8)), np.ones((3, 8)), ql[:2], dl[:3])  # imports and first-call costs out of the timing
+    evaluate(np.ones((2, 8)), np.ones((3, 8)), ql[:2], dl[:3])  # imports and JIT compilation out of the timing
     for bits in bits_list:
-        q = np.where(rng.random((n_query, bits)) < 0.5, -1, 1).astype(np.float32)
-        db = np.where(rng.random((n_db, bits)) < 0.5, -1, 1).astype(np.float32)
+        q = np.where(rng.random((n_query, bits)) < 0.5, -1, 1).astype(np.int8)  # the run folder's codes
+        db = np.where(rng.random((n_db, bits)) < 0.5, -1, 1).astype(np.int8)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         tracemalloc.start()
         t = time.perf_counter()
         ours = evaluate(q, db, ql, dl)
         ours_s = time.perf_counter() - t
-        peak = tracemalloc.get_traced_memory()[1]
+        peak = tracemalloc.get_traced_memory()[1]  # numpy's allocations; the kernel adds 3 bytes × items per thread
         tracemalloc.stop()
+        rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        qf, dbf = q.astype(np.float32), db.astype(np.float32)  # as the lineage holds them (int8 would overflow)
         t = time.perf_counter()
-        ref = calculate_top_map(q, db, ql.astype(np.float32), dl.astype(np.float32), 50)
+        ref = calculate_top_map(qf, dbf, ql.astype(np.float32), dl.astype(np.float32), 50)
         ref_s = time.perf_counter() - t
         rows.append({"bits": bits, "ours_all_metrics_s": round(ours_s, 3), "ours_peak_mb": round(peak / 2**20, 1),
+                     "peak_rss_growth_mb": round(rss_growth, 1),
                      "lineage_map50_loop_s": round(ref_s, 3), "speedup": round(ref_s / ours_s, 2),
                      "map50_ours": ours["map@50"], "map50_lineage_unstable_ties": ref,
                      "target": "<= 0.5 s and <= 1 GB per direction"})
+    return rows
+
+
+def bench_search(sizes=(184577, 1_000_000), bits_list=(32, 64), n_query=1000, k=50):
+    """Hamming top-k queries/s over packed codes, ours vs faiss ``IndexBinaryFlat`` when installed."""
+    from cfrh_train.search import hamming_topk, pack_codes
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    rng = np.random.default_rng(1)
+    rows = []
+    hamming_topk(pack_codes(np.ones((1, 8))), pack_codes(np.ones((3, 8))), 8, 2)  # JIT out of the timing
+    for n in sizes:
+        for bits in bits_list:
+            db_bits = rng.random((n, bits)) < 0.5
+            q_bits = rng.random((n_query, bits)) < 0.5
+            db, q = pack_codes(np.where(db_bits, 1, -1)), pack_codes(np.where(q_bits, 1, -1))
+            t = time.perf_counter()
+            _, dists = hamming_topk(q, db, bits, k)
+            ours_s = time.perf_counter() - t
+            row = {"items": n, "bits": bits, "queries": n_query, "k": k, "ours_queries_per_s": round(n_query / ours_s, 1)}
+            if faiss is not None:
+                index = faiss.IndexBinaryFlat(bits)
+                index.add(np.packbits(db_bits, axis=1))
+                t = time.perf_counter()
+                f_dist, _ = index.search(np.packbits(q_bits, axis=1), k)
+                faiss_s = time.perf_counter() - t
+                row.update(faiss_queries_per_s=round(n_query / faiss_s, 1), ratio_ours_to_faiss=round(faiss_s / ours_s, 3),
+                           same_distances=bool(np.array_equal(np.sort(f_dist, 1), dists)))
+            else:
+                row["faiss"] = "faiss-cpu not installed (optional: pip install faiss-cpu)"
+            rows.append(row)
     return rows
 
 
@@ -191,11 +231,13 @@ def main() -> None:
                            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
     if args.quick:
         results["eval"] = bench_eval(bits[:1], n_query=200, n_db=20000)
+        results["search"] = bench_search(sizes=(20000,), bits_list=(32,), n_query=100)
         results["trainer"] = bench_trainer(n=1000)
         results["stage2"] = bench_stage2(train_bits[:1], epochs=2)
         results["stage1"] = bench_stage1("cfrh-tiny-vit", 128, 32, args.workers)
     else:
         results["eval"] = bench_eval(bits)
+        results["search"] = bench_search()
         results["trainer"] = bench_trainer()
         results["stage2"] = bench_stage2(train_bits)
         results["stage1"] = bench_stage1(args.model, args.images, args.batch, args.workers)
@@ -205,6 +247,10 @@ def main() -> None:
     for r in results["eval"]:
         table.add_row(f"eval {r['bits']} bits", f"{r['ours_all_metrics_s']} s, {r['ours_peak_mb']} MB",
                       f"{r['lineage_map50_loop_s']} s (loop, mAP@50 only)", f"{r['speedup']}×", r["target"])
+    for r in results["search"]:
+        faiss_s = f"{r['faiss_queries_per_s']} q/s (faiss IndexBinaryFlat)" if "faiss_queries_per_s" in r else r["faiss"]
+        table.add_row(f"search {r['items']:,} × {r['bits']} bits, top-{r['k']}", f"{r['ours_queries_per_s']} q/s",
+                      faiss_s, f"{r.get('ratio_ours_to_faiss', '–')}", "")
     t = results["trainer"]
     table.add_row("trainer epoch", f"{t['ours_epoch_s']} s", f"{t['per_item_loader_epoch_s']} s (per-item loader)",
                   f"{t['speedup']}×", "")

@@ -78,6 +78,7 @@ def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cach
     name = f"image/{encoder.tag}"
     if rank == 0:  # the shared arrays, and the feature array itself, exist before any rank encodes
         cache = Cache.create(path, dataset, source.n)
+        cache.update_attrs(root=str(Path(root).resolve()))  # where search tools find paths and raw texts
         written += _write_tables(cache, source, protocol, seed, vocab_size, min_df, resplit)
         if not cache.has(name):
             cache.chunked(name, (source.n, encoder.dim), np.float16, {}, chunk_rows)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -29,6 +30,7 @@ def train_command(
     runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
     set_: Annotated[list[str], typer.Option("--set", help="override any config key: --set phi=0.2")] = [],
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+    export: Annotated[bool, typer.Option(help="also write <run>/index/ for cfrh-search")] = False,
 ) -> None:
     """Train on cached features, select on validation, evaluate the queries once, write the run folder."""
     from cfrh_train.train import run
@@ -38,7 +40,7 @@ def train_command(
                            ("encoder", encoder), ("device", device)):
             if value is not None:
                 overrides[key] = value
-        folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress)
+        folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress, export=export)
     except (ConfigError, CacheError, FloatingPointError, ValueError) as exc:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2)
@@ -110,3 +112,81 @@ def table_command(
 
 def table_main() -> None:
     typer.run(table_command)
+
+
+def search_command(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written with --export (or its index/ folder)")],
+    text: Annotated[str | None, typer.Option(help="a text query (BoW through the cache's vocabulary)")] = None,
+    image: Annotated[Path | None, typer.Option(help="an image query (the cache's open_clip encoder)")] = None,
+    row: Annotated[int | None, typer.Option(help="use cache row N as the query (its --modality side)")] = None,
+    modality: Annotated[str, typer.Option(help="for --row: image or text")] = "image",
+    target: Annotated[str | None, typer.Option(help="search image or text codes (default: the other modality)")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="how many hits")] = 10,
+    rerank: Annotated[int, typer.Option(help="re-rank the Hamming top-R (0: off)")] = 0,
+    weights: Annotated[Path | None, typer.Option(help="the local weights file the cache was built with")] = None,
+    evaluate_rerank: Annotated[int, typer.Option(help="score re-ranking of the top-R on the test queries "
+                                                      "(mAP@50, ms/query) into result.json")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Hash a query with a trained model and print its nearest database items."""
+    from cfrh_train.search import Index, rerank_evaluation
+    err = Console(stderr=True, soft_wrap=True)
+    folder = run_dir / "index" if (run_dir / "index" / "index.json").is_file() else run_dir
+    try:
+        index = Index(folder, device)
+        if evaluate_rerank:
+            result_file = folder.parent / "result.json"
+            result = json.loads(result_file.read_text())
+            queries = index.cache().read("split/query")
+            result["rerank"] = rerank_evaluation(index, queries, evaluate_rerank, result["config"]["topk"])
+            result_file.write_text(json.dumps(result, indent=1))
+            console.print_json(json.dumps(result["rerank"]))
+            return
+        if sum(x is not None for x in (text, image, row)) != 1:
+            raise ValueError("give exactly one query: --text, --image or --row")
+        if weights:
+            index.use_weights(weights)
+        feature = None
+        if text is not None:
+            source, code = "text", index.hash(text=index.text_vectors([text]))[1]
+        elif image is not None:
+            feature = index.image_features([image])
+            source, code = "image", index.hash(image=feature)[0]
+        else:
+            if modality not in ("image", "text"):
+                raise ValueError(f"--modality must be image or text, got {modality!r}")
+            cache = index.cache()
+            if modality == "image":
+                feature = index.features()[[row]].astype(np.float32)
+                source, code = "image", index.hash(image=feature)[0]
+            else:
+                bow = cache.read_bow()[[row]]
+                bow = np.asarray(bow.toarray() if hasattr(bow, "toarray") else bow, np.float32)
+                source, code = "text", index.hash(text=bow)[1]
+        target = target or ("text" if source == "image" else "image")
+        if target not in ("image", "text"):
+            raise ValueError(f"--target must be image or text, got {target!r}")
+        hits = index.rerank(code, target, k, rerank, image_feature=feature) if rerank else index.search(code, target, k)[0]
+        described = index.describe([h.row for h in hits])
+    except (ValueError, FileNotFoundError, CacheError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    out = [{"rank": i + 1, "distance": h.distance, **({"score": h.score} if h.score is not None else {}), **d}
+           for i, (h, d) in enumerate(zip(hits, described))]
+    if as_json:
+        print(json.dumps({"query": {"text": text, "image": str(image) if image else None, "row": row,
+                                    "target": target, "rerank": rerank}, "hits": out}))
+        return
+    table = Table(title=f"{source} query → {target} codes · {index.meta['method']} {index.bits} bits · {index.meta['dataset']}")
+    for col in ("rank", "row", "distance", *(["score"] if rerank else []), "labels", "text", "image"):
+        table.add_column(col, overflow="fold")
+    for h in out:
+        table.add_row(str(h["rank"]), str(h["row"]), str(h["distance"]),
+                      *([f"{h['score']:.3f}"] if rerank else []), ", ".join(h["labels"]),
+                      h.get("text") or " ".join(h.get("text_words", [])[:12]), h.get("image", ""))
+    console.print(table)
+
+
+def search_main() -> None:
+    typer.run(search_command)

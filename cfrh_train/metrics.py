@@ -8,12 +8,17 @@ Conventions (see DESIGN "Evaluation"):
 - ``*_tie_avg``: the expected AP over all orders of tied items (McSherry & Najork, 2008),
   which depends on no order at all; computed in closed form from per-distance counts.
 
-Work is chunked over queries: distances are uint8 on packed bits (``np.bitwise_count``), so a
-chunk of 2,000 × 184,577 never exists as a float64 matrix.
+No sort and no query × database matrix: distances take only K+1 values, so two passes over
+the database per query suffice (a compiled numba kernel, queries in parallel). Pass 1 counts,
+per distance, all items and the relevant ones (labels packed into 64-bit words: relevance is
+one AND). Those counts place every distance bucket in the ranking; pass 2 walks the database in
+index order, so an item's rank is ``items in closer buckets + items before it in its bucket + 1``,
+and AP@k, AP@all and P@k follow from running counts. Memory is O(database codes + labels).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 P_AT = (1, 10, 50, 100, 500, 1000)
@@ -43,10 +48,6 @@ def hamming(q_packed: np.ndarray, db_packed: np.ndarray) -> np.ndarray:
     for w in range(1, q_packed.shape[1]):
         out += np.bitwise_count(q_packed[:, w:w + 1] ^ db_packed[None, :, w])
     return out
-
-
-def relevance(q_labels: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
-    return (q_labels.astype(np.float32) @ db_labels.astype(np.float32).T) > 0
 
 
 def _harmonic(n: int) -> np.ndarray:
@@ -96,69 +97,104 @@ def _tie_avg(hist_all: np.ndarray, hist_rel: np.ndarray, k: int | None, H: np.nd
     return (p * value).sum(1)
 
 
+def _words(bits: np.ndarray) -> np.ndarray:
+    """Rows of bools → uint64 words (little-endian bit order), padding with zeros."""
+    n, k = bits.shape
+    padded = np.zeros((n, max(1, -(-k // 64)) * 64), bool)
+    padded[:, :k] = bits
+    return np.ascontiguousarray(np.packbits(padded, axis=1, bitorder="little")).view(np.uint64)
+
+
+@numba.njit(inline="always")
+def _popcount(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@numba.njit(parallel=True, cache=True)
+def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs):
+    """Both passes for every query. Returns per query: histograms of all/relevant items per
+    distance (nq, K+1), Σ precision at hits within the top k and their count, Σ precision at all
+    hits, and the hits within each cutoff of ``cutoffs`` (index-ordered ties throughout)."""
+    nq, n_db = q_codes.shape[0], db_codes.shape[0]
+    nb = n_bits + 1
+    hist_all = np.zeros((nq, nb), np.int64)
+    hist_rel = np.zeros((nq, nb), np.int64)
+    sum_k = np.zeros(nq)
+    hits_k = np.zeros(nq, np.int64)
+    sum_all = np.zeros(nq)
+    hits_at = np.zeros((nq, cutoffs.size), np.int64)
+    for q in numba.prange(nq):
+        dist = np.empty(n_db, np.uint16)
+        rel = np.empty(n_db, np.bool_)
+        for j in range(n_db):  # pass 1: distance, relevance and the per-distance counts
+            d = 0
+            for w in range(q_codes.shape[1]):
+                d += _popcount(q_codes[q, w] ^ db_codes[j, w])
+            r = False
+            for w in range(q_labels.shape[1]):
+                if q_labels[q, w] & db_labels[j, w]:
+                    r = True
+            dist[j] = d
+            rel[j] = r
+            hist_all[q, d] += 1
+            if r:
+                hist_rel[q, d] += 1
+        before = np.zeros(nb, np.int64)
+        rel_before = np.zeros(nb, np.int64)
+        for d in range(1, nb):
+            before[d] = before[d - 1] + hist_all[q, d - 1]
+            rel_before[d] = rel_before[d - 1] + hist_rel[q, d - 1]
+        seen = np.zeros(nb, np.int64)
+        seen_rel = np.zeros(nb, np.int64)
+        for j in range(n_db):  # pass 2: ranks from the bucket offsets, in index order
+            d = dist[j]
+            rank = before[d] + seen[d] + 1
+            seen[d] += 1
+            if rel[j]:
+                hits = rel_before[d] + seen_rel[d] + 1
+                seen_rel[d] += 1
+                precision = hits / rank
+                sum_all[q] += precision
+                if rank <= k:
+                    sum_k[q] += precision
+                    hits_k[q] += 1
+                for c in range(cutoffs.size):
+                    if rank <= cutoffs[c]:
+                        hits_at[q, c] += 1
+    return hist_all, hist_rel, sum_k, hits_k, sum_all, hits_at
+
+
 def evaluate(q_codes: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db_labels: np.ndarray,
-             k: int = 50, p_at: tuple[int, ...] = P_AT, chunk: int = 128, full: bool = True) -> dict:
-    """All metrics of one retrieval direction. ``full=False`` computes mAP@k only (for validation)."""
-    q_packed, db_packed = pack(q_codes), pack(db_codes)
-    n_bits = q_codes.shape[1]
-    n_db = db_codes.shape[0]
-    H = _harmonic(n_db + 1)
-    ap_k, ap_all, tie_k, tie_all = [], [], [], []
-    p_hits = {p: [] for p in p_at if p <= n_db}
-    pr_rel, pr_all = [], []  # per query: cumulative relevant / retrieved items within each radius
-    for start in range(0, q_codes.shape[0], chunk):
-        stop = start + chunk
-        dist = hamming(q_packed[start:stop], db_packed)
-        rel = relevance(q_labels[start:stop], db_labels)
-        order = np.argsort(dist, axis=1, kind="stable")  # radix sort on uint8: ties by index
-        kk = min(k, n_db)
-        top = np.take_along_axis(rel, order[:, :kk], 1)
-        ap_k.append(_ap(top))
-        if not full:
-            continue
-        ranked = np.take_along_axis(rel, order, 1)
-        hits = np.cumsum(ranked, 1, dtype=np.int32)
-        ap_all.append(_ap(ranked, hits))
-        for p in p_hits:
-            p_hits[p].append(hits[:, p - 1] / p)
-        # per-distance counts from the sorted distances: where each distance starts in each row
-        sorted_d = np.take_along_axis(dist, order, 1)
-        bounds = np.stack([np.searchsorted(row, np.arange(n_bits + 2)) for row in sorted_d])
-        hist_all = np.diff(bounds, axis=1)
-        cum_hits = np.take_along_axis(np.pad(hits, ((0, 0), (1, 0))), bounds, 1)
-        hist_rel = np.diff(cum_hits, axis=1)
-        tie_k.append(_tie_avg(hist_all, hist_rel, kk, H))
-        tie_all.append(_tie_avg(hist_all, hist_rel, None, H))
-        pr_rel.append(np.cumsum(hist_rel, 1))
-        pr_all.append(np.cumsum(hist_all, 1))
-    result = {f"map@{k}": float(np.concatenate(ap_k).mean())}
+             k: int = 50, p_at: tuple[int, ...] = P_AT, full: bool = True) -> dict:
+    """All metrics of one retrieval direction. ``full=False`` reports mAP@k only (for validation)."""
+    n_bits, n_db = q_codes.shape[1], db_codes.shape[0]
+    if db_codes.shape[1] != n_bits:
+        raise ValueError(f"query codes have {n_bits} bits, database codes {db_codes.shape[1]}")
+    kk = min(k, n_db)
+    cutoffs = np.array([p for p in p_at if p <= n_db], np.int64)
+    hist_all, hist_rel, sum_k, hits_k, sum_all, hits_at = _scan(
+        _words(to_bits(q_codes)), _words(to_bits(db_codes)), _words(np.asarray(q_labels) > 0),
+        _words(np.asarray(db_labels) > 0), n_bits, kk, cutoffs)
+    ap_k = np.where(hits_k > 0, sum_k / np.maximum(hits_k, 1), 0.0)
+    result = {f"map@{k}": float(ap_k.mean())}
     if not full:
         return result
-    pr_rel, pr_all = np.concatenate(pr_rel), np.concatenate(pr_all)
-    total = pr_rel[:, -1].astype(np.float64)  # every item lies within radius K
+    total = hist_rel.sum(1)
+    H = _harmonic(n_db + 1)
+    pr_rel, pr_all = np.cumsum(hist_rel, 1), np.cumsum(hist_all, 1)  # within each Hamming radius
     retrieved = pr_all > 0  # precision at a radius averages the queries that retrieve anything there
     per_query = np.where(retrieved, pr_rel / np.maximum(pr_all, 1), 0.0)
     precision = per_query.sum(0) / np.maximum(retrieved.sum(0), 1)
     recall = np.mean(np.where(total[:, None] > 0, pr_rel / np.maximum(total[:, None], 1), 0.0), 0)
     result.update({
-        "map@all": float(np.concatenate(ap_all).mean()),
-        f"map@{k}_tie_avg": float(np.concatenate(tie_k).mean()),
-        "map@all_tie_avg": float(np.concatenate(tie_all).mean()),
-        "p@k": {str(p): float(np.concatenate(v).mean()) for p, v in p_hits.items()},
+        "map@all": float(np.where(total > 0, sum_all / np.maximum(total, 1), 0.0).mean()),
+        f"map@{k}_tie_avg": float(_tie_avg(hist_all, hist_rel, kk, H).mean()),
+        "map@all_tie_avg": float(_tie_avg(hist_all, hist_rel, None, H).mean()),
+        "p@k": {str(p): float((hits_at[:, c] / p).mean()) for c, p in enumerate(cutoffs.tolist())},
         "pr_curve": {"radius": list(range(n_bits + 1)), "precision": precision.tolist(),
                      "recall": recall.tolist()},
     })
     return result
-
-
-def _ap(ranked_rel: np.ndarray, hits: np.ndarray | None = None) -> np.ndarray:
-    """AP per row of a relevance matrix in rank order, normalised by the hits in it (0 if none).
-
-    Σ_hits (hits so far)/(position) as one matrix–vector product: integer cumsum, then BLAS.
-    """
-    if ranked_rel.shape[1] == 0:
-        return np.zeros(ranked_rel.shape[0])
-    hits = np.cumsum(ranked_rel, 1, dtype=np.int32) if hits is None else hits
-    n_hits = hits[:, -1].astype(np.float64)
-    s = (hits * ranked_rel).astype(np.float64) @ (1.0 / np.arange(1, ranked_rel.shape[1] + 1))
-    return np.where(n_hits > 0, s / np.maximum(n_hits, 1), 0.0)

@@ -128,6 +128,7 @@ class Block:
     columns: list[tuple[str, int]]
     rows: list[Row]
     sources: list[str]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -152,12 +153,21 @@ def build_blocks(results: list[dict], published: list[dict], metrics=tuple(METRI
             columns = [(d, b) for d in DIRECTIONS for b in bits]
             encoders = {r["encoder"]["tag"] for r in runs}
             by_row: dict[str, dict[tuple[str, int], list[float]]] = {}
+            cost: dict[str, list[tuple[float, float]]] = {}
             for r in runs:
                 label = r["method"] if len(encoders) == 1 else f"{r['method']} [{r['encoder']['tag']}]"
                 for d in DIRECTIONS:
                     value = r["metrics"][d].get(metric)
                     if value is not None:
                         by_row.setdefault(label, {}).setdefault((d, r["bits"]), []).append(value)
+                rr = r.get("rerank")  # written by `cfrh-search RUN --evaluate-rerank R`: the same metric, re-ranked
+                if rr and metric == f"map@{rr['k']}":
+                    rr_label = f"{label} + re-rank top-{rr['candidates']}"
+                    for d in DIRECTIONS:
+                        by_row.setdefault(rr_label, {}).setdefault((d, r["bits"]), []).append(rr[d][f"{metric}_reranked"])
+                        cost.setdefault(rr_label, []).append((rr[d]["ms_per_query_hamming"], rr[d]["ms_per_query_reranked"]))
+            notes = [f"{label}: {statistics.fmean(c[1] for c in v):.2f} ms per query, against "
+                     f"{statistics.fmean(c[0] for c in v):.2f} ms for the Hamming ranking alone" for label, v in cost.items()]
             ours = [Row(label, False, {col: Cell(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None,
                                                  len(v)) for col, v in cells.items()})
                     for label, cells in by_row.items()]
@@ -175,7 +185,7 @@ def build_blocks(results: list[dict], published: list[dict], metrics=tuple(METRI
                 if p["source"] not in sources:
                     sources.append(p["source"])
             if ours:
-                blocks.append(Block(metric, dataset, protocol, columns, ours + list(theirs.values()), sources))
+                blocks.append(Block(metric, dataset, protocol, columns, ours + list(theirs.values()), sources, notes))
     return blocks
 
 
@@ -227,6 +237,8 @@ def render_markdown(blocks: list[Block], protocol: list[str], figures: list[Path
                 out.append(f"| {_label(row)} | " + " | ".join(cells) + " |")
             if b.sources:
                 out += ["", "Sources: " + "; ".join(b.sources) + "."]
+            if b.notes:
+                out += ["", "Re-ranking cost: " + "; ".join(b.notes) + "."]
     if figures:
         out += ["", "## Figures", ""] + [f"![{f.stem}]({f.relative_to(root).as_posix()})" for f in figures]
     out += ["", "## Protocol", ""] + [f"- {line}" for line in protocol]
@@ -252,7 +264,7 @@ def render_latex(blocks: list[Block], protocol: list[str]) -> str:
             cells = [rf"\textbf{{{_tex(fmt(row.cells.get(c)))}}}" if c in row.best else _tex(fmt(row.cells.get(c)))
                      for c in b.columns]
             out.append(_tex(_label(row)) + " & " + " & ".join(cells) + r" \\")
-        out += [r"\hline", r"\end{tabular}", r"\end{table}"]
+        out += [r"\hline", r"\end{tabular}", r"\end{table}"] + [f"% re-ranking cost: {_tex(n)}" for n in b.notes]
     out += ["", "% Protocol"] + [f"% {line}" for line in protocol]
     return "\n".join(out) + "\n"
 
@@ -261,7 +273,7 @@ def rich_tables(blocks: list[Block]):
     from rich.table import Table
     tables = []
     for b in blocks:
-        t = Table(title=b.title, title_justify="left")
+        t = Table(title=b.title, title_justify="left", caption="; ".join(b.notes) or None, caption_justify="left")
         t.add_column("method")
         for d, bits in b.columns:
             t.add_column(f"{arrow(d)} {bits}", justify="right")

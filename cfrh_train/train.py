@@ -141,15 +141,20 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     result = make_result(config, data, metrics, last_metrics, best, train_s, eval_s, history)
     codes.update(query_index=split["query"], database_index=split["database"])
     curves = {d: metrics[d]["pr_curve"] for d in ("i2t", "t2i")}
-    return {"result": result, "codes": codes, "model": method, "pr_curve": curves}
+    return {"result": result, "codes": codes, "model": method, "pr_curve": curves, "dims": (img.shape[1], txt.shape[1])}
 
 
-def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path, progress: bool = True) -> Path:
+def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path, progress: bool = True,
+        export: bool = False) -> Path:
     """Train with a checkpoint in the run folder (an interrupted run resumes), write the run
-    folder, then drop the checkpoint: the folder's result.json and codes replace it."""
+    folder, then drop the checkpoint: the folder's result.json and codes replace it.
+    ``export`` also writes the search index (``<run>/index/``, see ``cfrh_train.search``)."""
     ckpt = run_dir(runs_dir, {"dataset": dataset, **config}) / "checkpoint.pt"
     out = train(config, cache_dir, dataset, progress=progress, checkpoint=ckpt)
     folder = write_run(out, runs_dir)
+    if export:
+        from cfrh_train.search import export_index
+        export_index(out, cache_dir, dataset, folder / "index")
     ckpt.unlink(missing_ok=True)
     return folder
 

@@ -40,7 +40,8 @@ def read(root: Path) -> Source:
         seen[(image, text)] = line
         full = Path(image) if Path(image).is_absolute() else path.parent / image
         if not full.is_file():
-            raise DataError(f"{path}:{line}: image file not found: {full}")
+            problem = "is not a readable file" if full.exists() else "not found"
+            raise DataError(f"{path}:{line}: image file {problem}: {full}")
         if has_labels and not row["labels"]:
             raise DataError(f"{path}:{line}: no labels, while other rows have them; give every row a label")
         paths.append(full)
