@@ -43,11 +43,14 @@ train: setup
 	    --cache-dir $(CACHE) --runs-dir $(RUNS) || exit 1; done; done
 
 # make table [DATASETS="mirflickr nuswide"] [BITS="16 32 64 128"] [SEEDS="0 1 2"] [METHODS="cfrh jdsh …"]
+#            [ENCODERS="ViT-B-32__openai ViT-L-14__openai"]  (backbones cached side by side)
 # trains what is missing (finished runs with the same config are reused), writes runs/table.md, .tex, figures/
 DATASETS ?=
 METHODS ?= cfrh jdsh djsrh dgcpn ucch lsh
+ENCODERS ?=
 table: setup
 	$(VENV)/bin/cfrh-table --datasets "$(DATASETS)" --bits "$(BITS)" --seeds "$(SEEDS)" --methods "$(METHODS)" \
+	  --encoders "$(ENCODERS)" \
 	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
 
 demo: setup

@@ -80,6 +80,8 @@ def table_command(
     bits: Annotated[str, typer.Option(help="code lengths")] = "16 32 64 128",
     seeds: Annotated[str, typer.Option(help="training seeds (rows show mean ± std over them)")] = "0 1 2",
     methods: Annotated[str, typer.Option(help="methods to train")] = "cfrh jdsh djsrh dgcpn ucch lsh",
+    encoders: Annotated[str, typer.Option(help="image arrays of the cache to compare, e.g. "
+                                               "'ViT-B-32__openai ViT-L-14__openai' (default: the cache's only one)")] = "",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
     cache_dir: Annotated[Path, typer.Option()] = Path("cache"),
     runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
@@ -97,7 +99,8 @@ def table_command(
             if not names:
                 raise CacheError(f"{cache_dir}: no cached dataset; run `make features` (or `make demo`) first")
             counts = ensure_runs(names, _words(methods), _words(bits, int), _words(seeds, int), cache_dir, runs_dir,
-                                 device, progress, log=lambda m: console.print(f"[cyan]{m}[/]"))
+                                 device, progress, log=lambda m: console.print(f"[cyan]{m}[/]"),
+                                 encoders=_words(encoders) or [None])
             console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
         out = make_table(runs_dir, published or PUBLISHED)
     except (ConfigError, CacheError, FloatingPointError, ValueError) as exc:

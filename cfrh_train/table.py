@@ -52,13 +52,20 @@ def read_published(path: str | Path = PUBLISHED) -> list[dict]:
 
 
 def collect_runs(runs_dir: str | Path) -> list[dict]:
-    """Every finished run (a run folder with result.json) under ``runs_dir``, with its folder."""
-    out = []
-    for path in sorted(Path(runs_dir).glob("*/*/*bit/seed*/result.json")):
+    """Every finished run (a run folder with result.json) under ``runs_dir``, with its folder.
+
+    A run trained with the encoder named (``seed0-<encoder>``) and one with the cache's only
+    encoder left implicit (``seed0``) are the same experiment: the newer one counts, once.
+    """
+    latest: dict[tuple, dict] = {}
+    for path in sorted(Path(runs_dir).glob("*/*/*bit/seed*/result.json"), key=lambda p: p.stat().st_mtime):
         result = json.loads(path.read_text())
         result["_folder"] = str(path.parent)
-        out.append(result)
-    return out
+        p = result["protocol"]
+        key = (result["dataset"], result["method"], result["bits"], result["seed"], result["encoder"]["tag"],
+               p["name"], p["seed"])
+        latest[key] = result
+    return list(latest.values())
 
 
 def cached_datasets(cache_dir: str | Path) -> list[str]:
@@ -82,25 +89,28 @@ def _same_run(result: dict, config: dict, cache_created: str | None) -> bool:
 
 
 def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds: list[int], cache_dir: str | Path,
-                runs_dir: str | Path, device: str = "auto", progress: bool = True, log=print) -> dict[str, int]:
-    """Train what is missing or stale; reuse finished run folders keyed by their config."""
+                runs_dir: str | Path, device: str = "auto", progress: bool = True, log=print,
+                encoders: list[str | None] = (None,)) -> dict[str, int]:
+    """Train what is missing or stale; reuse finished run folders keyed by their config.
+    ``encoders``: image arrays of the cache to compare (None: the cache's only one)."""
+    from itertools import product
+
     from cfrh_cache.store import Cache
     from cfrh_train.config import load
     from cfrh_train.train import run, run_dir
     counts = {"reused": 0, "trained": 0}
     for dataset in datasets:
         created = Cache.open(Path(cache_dir) / dataset).attrs.get("created")
-        for method in methods:
-            for b in bits:
-                for seed in seeds:
-                    config = load(dataset, None, {"method": method, "bits": b, "seed": seed, "device": device})
-                    result_file = run_dir(runs_dir, {"dataset": dataset, **config}) / "result.json"
-                    if result_file.is_file() and _same_run(json.loads(result_file.read_text()), config, created):
-                        counts["reused"] += 1
-                        continue
-                    log(f"training {method} on {dataset}, {b} bits, seed {seed}")
-                    run(config, cache_dir, dataset, runs_dir, progress=progress)
-                    counts["trained"] += 1
+        for encoder, method, b, seed in product(encoders, methods, bits, seeds):
+            config = load(dataset, None, {"method": method, "bits": b, "seed": seed, "device": device,
+                                          "encoder": encoder})
+            result_file = run_dir(runs_dir, dataset, config) / "result.json"
+            if result_file.is_file() and _same_run(json.loads(result_file.read_text()), config, created):
+                counts["reused"] += 1
+                continue
+            log(f"training {method} on {dataset}{f' [{encoder}]' if encoder else ''}, {b} bits, seed {seed}")
+            run(config, cache_dir, dataset, runs_dir, progress=progress)
+            counts["trained"] += 1
     return counts
 
 

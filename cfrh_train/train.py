@@ -149,7 +149,7 @@ def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path,
     """Train with a checkpoint in the run folder (an interrupted run resumes), write the run
     folder, then drop the checkpoint: the folder's result.json and codes replace it.
     ``export`` also writes the search index (``<run>/index/``, see ``cfrh_train.search``)."""
-    ckpt = run_dir(runs_dir, {"dataset": dataset, **config}) / "checkpoint.pt"
+    ckpt = run_dir(runs_dir, dataset, config) / "checkpoint.pt"
     out = train(config, cache_dir, dataset, progress=progress, checkpoint=ckpt)
     folder = write_run(out, runs_dir)
     if export:
@@ -200,14 +200,17 @@ def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, 
     }
 
 
-def run_dir(runs_dir: str | Path, result: dict) -> Path:
-    return Path(runs_dir) / result["dataset"] / result["method"] / f"{result['bits']}bit" / f"seed{result['seed']}"
+def run_dir(runs_dir: str | Path, dataset: str, config: dict) -> Path:
+    """``runs/<dataset>/<method>/<bits>bit/seed<seed>/``; a run on a named encoder (a cache with
+    several backbones) gets ``seed<seed>-<encoder>`` so that backbones never overwrite each other."""
+    seed = f"seed{config['seed']}" + (f"-{config['encoder']}" if config.get("encoder") else "")
+    return Path(runs_dir) / dataset / config["method"] / f"{config['bits']}bit" / seed
 
 
 def write_run(out: dict, runs_dir: str | Path) -> Path:
     """The run folder of the contract: result.json, codes.npz, pr_curve.json/png (written last: result.json)."""
     result, codes = out["result"], out["codes"]
-    folder = run_dir(runs_dir, result)
+    folder = run_dir(runs_dir, result["dataset"], result["config"])
     folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(folder / "codes.npz", **codes)
     curves = out.get("pr_curve")

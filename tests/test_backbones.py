@@ -1,0 +1,64 @@
+"""Backbones users ask for: each built with ``pretrained=None``, its weights saved to a file by
+the test and loaded back through ``--pretrained FILE``, giving the same features; several
+backbones side by side in one cache, compared by ``make table ENCODERS=…``."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cfrh_cache.encode import load_encoder
+from cfrh_cache.pipeline import build_features
+from cfrh_cache.store import Cache
+from cfrh_train.table import ensure_runs, make_table
+from conftest import TINY
+
+FAMILIES = [
+    # (open_clip model, feature dim, how the checkpoint file is laid out)
+    ("ViT-B-32", 512, "plain"),  # OpenAI / LAION ViT-B/32 (the default backbone)
+    ("ViT-B-32", 512, "georsclip"),  # GeoRSCLIP-style: a ViT-B-32 training checkpoint {"state_dict": {"module.…"}}
+    ("ViT-L-14", 768, "plain"),
+    ("MobileCLIP-S1", 512, "plain"),
+]
+
+
+def save_checkpoint(model: torch.nn.Module, path, layout: str) -> None:
+    state = model.state_dict()
+    if layout == "georsclip":
+        state = {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 9}
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("model,dim,layout", FAMILIES, ids=[f"{m}-{l}" for m, _, l in FAMILIES])
+def test_backbone_from_a_local_file_gives_its_features(model, dim, layout, tmp_path):
+    built = load_encoder(model, "none", "cpu", seed=7)
+    assert built.dim == dim and built.attrs["pretrained"] == "none"
+    weights = tmp_path / f"{model}-{layout}.pt"
+    save_checkpoint(built.model, weights, layout)
+    loaded = load_encoder(model, str(weights), "cpu", seed=123)  # another seed: only the file can make them equal
+    assert loaded.tag.startswith(f"{model}__{model}-{layout}-") and loaded.attrs["weights_sha256"]
+    pixels = torch.randint(0, 255, (2, 3, *built.size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(loaded(pixels), built(pixels))
+    assert loaded(pixels).shape == (2, dim)
+    del built, loaded
+
+
+def test_make_table_compares_backbones_cached_side_by_side(synth_dir, tmp_path):
+    other = load_encoder("cfrh-tiny-vit", "none", "cpu", seed=5)
+    weights = tmp_path / "rs-tiny.pt"
+    torch.save(other.model.state_dict(), weights)
+    build_features("synth", synth_dir, tmp_path / "cache", chunk_rows=64, **TINY)
+    second = build_features("synth", synth_dir, tmp_path / "cache", chunk_rows=64, **{**TINY, "pretrained": str(weights)})
+    tags = sorted(Cache.open(tmp_path / "cache" / "synth").encoders())
+    assert tags == sorted(["cfrh-tiny-vit__none", second.encoder_tag])
+    runs = tmp_path / "runs"
+    counts = ensure_runs(["synth"], ["lsh"], [16], [0], tmp_path / "cache", runs, "cpu", False, lambda m: None,
+                         encoders=tags)
+    assert counts == {"trained": 2, "reused": 0}
+    for tag in tags:  # one run folder per backbone, neither overwriting the other
+        result = json.loads((runs / "synth" / "lsh" / "16bit" / f"seed0-{tag}" / "result.json").read_text())
+        assert result["encoder"]["tag"] == tag and result["config"]["encoder"] == tag
+    md = make_table(runs, figures=False)["markdown"].read_text()
+    for tag in tags:
+        assert f"| lsh [{tag}] (1 seed) |" in md
