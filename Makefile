@@ -59,7 +59,8 @@ demo: setup
 	  --pretrained $(DEMO_PRETRAINED) --batch-size 64 --workers $(WORKERS) --device $(DEVICE)
 	$(VENV)/bin/cfrh-cache verify $(CACHE)/synth
 	$(VENV)/bin/cfrh-cache info $(CACHE)/synth
-	$(VENV)/bin/cfrh-train --dataset synth --bits 32 --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
+	$(VENV)/bin/cfrh-train --dataset synth --bits 32 --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS) --export
+	$(VENV)/bin/cfrh-search $(RUNS)/synth/cfrh/32bit/seed0 --text "red circle" -k 5
 	$(VENV)/bin/cfrh-table --datasets synth --bits "16 32" --seeds "0 1" --methods "cfrh jdsh djsrh dgcpn ucch lsh random" \
 	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
 

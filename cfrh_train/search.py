@@ -222,13 +222,14 @@ class Index:
         cache = self.cache()
         names = cache.array("labels").attrs.get("label_names") or []
         labels = cache.array("labels").get_orthogonal_selection((np.asarray(rows),))
-        bow = cache.read_bow()
+        if cache.has("text/bow"):  # the hits' rows only, not the whole BoW
+            bow = cache.array("text/bow").get_orthogonal_selection((np.asarray(rows),))
+        else:
+            bow = _dense(cache.read_bow(), rows)
         words = self.meta.get("vocabulary") or []
         source = _source(cache.attrs)
         out = []
-        for row, lab in zip(rows, labels):
-            vec = bow[[row]] if hasattr(bow, "tocsr") else bow[row:row + 1]
-            vec = np.asarray(vec.toarray() if hasattr(vec, "toarray") else vec).ravel()
+        for row, lab, vec in zip(rows, labels, bow):
             item = {"row": int(row), "labels": [names[c] if c < len(names) else str(c) for c in np.flatnonzero(lab)]}
             if words:
                 item["text_words"] = [words[c] for c in np.flatnonzero(vec)]
