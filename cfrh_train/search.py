@@ -236,8 +236,9 @@ class Index:
             if source is not None:
                 if source.texts is not None:
                     item["text"] = source.texts[row]
-                paths = getattr(source.images, "paths", None)
-                item["image"] = str(paths[row]) if paths is not None else f"{source.images.describe()}, row {row}"
+                images = source.images  # a file per image, or one array (IAll) of them all
+                item["image"] = str(images.paths[row]) if hasattr(images, "paths") else \
+                    f"{Path(images.path).name}:{images.key}[{row}]"
             out.append(item)
         return out
 
