@@ -172,7 +172,7 @@ def search_command(
             raise ValueError(f"--target must be image or text, got {target!r}")
         hits = index.rerank(code, target, k, rerank, image_feature=feature) if rerank else index.search(code, target, k)[0]
         described = index.describe([h.row for h in hits])
-    except (ValueError, FileNotFoundError, CacheError) as exc:
+    except (ValueError, OSError, CacheError) as exc:  # OSError: a missing or undecodable --image
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2)
     out = [{"rank": i + 1, "distance": h.distance, **({"score": h.score} if h.score is not None else {}), **d}

@@ -191,9 +191,14 @@ class Index:
         return [[Hit(int(self.rows[i]), int(d)) for i, d in zip(row_i, row_d)] for row_i, row_d in zip(ids, dists)]
 
     def cache(self):
+        """The cache the index was built from; refused if it has been rebuilt since (rows may differ)."""
         if self._cache is None:
-            from cfrh_cache.store import Cache
-            self._cache = Cache.open(self.meta["cache"])
+            from cfrh_cache.store import Cache, CacheError
+            cache = Cache.open(self.meta["cache"])
+            if cache.attrs.get("created") != self.meta["cache_created"]:
+                raise CacheError(f"{cache.path}: rebuilt ({cache.attrs.get('created')}) after this index was written "
+                                 f"({self.meta['cache_created']}); retrain with --export")
+            self._cache = cache
         return self._cache
 
     def features(self) -> np.ndarray:

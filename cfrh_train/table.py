@@ -155,47 +155,59 @@ def _group(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return groups
 
 
+def _our_rows(runs: list[dict], metric: str, columns: list[tuple[str, int]]) -> tuple[list[Row], list[str]]:
+    """Mean ± std over seeds per method (and backbone, where several); re-ranked rows and their cost."""
+    encoders = {r["encoder"]["tag"] for r in runs}
+    values: dict[str, dict[tuple[str, int], list[float]]] = {}
+    cost: dict[str, list[tuple[float, float]]] = {}
+    for r in runs:
+        label = r["method"] if len(encoders) == 1 else f"{r['method']} [{r['encoder']['tag']}]"
+        for d in DIRECTIONS:
+            if r["metrics"][d].get(metric) is not None:
+                values.setdefault(label, {}).setdefault((d, r["bits"]), []).append(r["metrics"][d][metric])
+        rr = r.get("rerank")  # written by `cfrh-search RUN --evaluate-rerank R`: the same metric, re-ranked
+        if rr and metric == f"map@{rr['k']}":
+            rr_label = f"{label} + re-rank top-{rr['candidates']}"
+            for d in DIRECTIONS:
+                values.setdefault(rr_label, {}).setdefault((d, r["bits"]), []).append(rr[d][f"{metric}_reranked"])
+                cost.setdefault(rr_label, []).append((rr[d]["ms_per_query_hamming"], rr[d]["ms_per_query_reranked"]))
+    rows = [Row(label, False, {col: Cell(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
+                               for col, v in cells.items()})
+            for label, cells in values.items()]
+    for col in columns:
+        scored = [row for row in rows if col in row.cells]
+        if scored:
+            max(scored, key=lambda row: row.cells[col].mean).best.add(col)
+    notes = [f"{label}: {statistics.fmean(c[1] for c in v):.2f} ms per query, against "
+             f"{statistics.fmean(c[0] for c in v):.2f} ms for the Hamming ranking alone" for label, v in cost.items()]
+    return rows, notes
+
+
+def _published_rows(published: list[dict], metric: str, dataset: str,
+                    columns: list[tuple[str, int]]) -> tuple[list[Row], list[str]]:
+    """The CSV's figures for this metric and dataset, one row per method and backbone, and their sources."""
+    rows: dict[str, Row] = {}
+    sources: list[str] = []
+    for p in published:
+        if p["metric"] != metric or p["dataset"] != dataset or (p["direction"], p["bits"]) not in columns:
+            continue
+        label = f"{p['method']} · published · {p['image_backbone']}"
+        rows.setdefault(label, Row(label, True, {})).cells[(p["direction"], p["bits"])] = Cell(p["map"])
+        if p["source"] not in sources:
+            sources.append(p["source"])
+    return list(rows.values()), sources
+
+
 def build_blocks(results: list[dict], published: list[dict], metrics=tuple(METRICS)) -> list[Block]:
+    """One block per metric, dataset and split: our rows, then the published rows of that metric."""
     blocks = []
     for metric in metrics:
         for (dataset, protocol), runs in _group(results).items():
-            bits = sorted({r["bits"] for r in runs})
-            columns = [(d, b) for d in DIRECTIONS for b in bits]
-            encoders = {r["encoder"]["tag"] for r in runs}
-            by_row: dict[str, dict[tuple[str, int], list[float]]] = {}
-            cost: dict[str, list[tuple[float, float]]] = {}
-            for r in runs:
-                label = r["method"] if len(encoders) == 1 else f"{r['method']} [{r['encoder']['tag']}]"
-                for d in DIRECTIONS:
-                    value = r["metrics"][d].get(metric)
-                    if value is not None:
-                        by_row.setdefault(label, {}).setdefault((d, r["bits"]), []).append(value)
-                rr = r.get("rerank")  # written by `cfrh-search RUN --evaluate-rerank R`: the same metric, re-ranked
-                if rr and metric == f"map@{rr['k']}":
-                    rr_label = f"{label} + re-rank top-{rr['candidates']}"
-                    for d in DIRECTIONS:
-                        by_row.setdefault(rr_label, {}).setdefault((d, r["bits"]), []).append(rr[d][f"{metric}_reranked"])
-                        cost.setdefault(rr_label, []).append((rr[d]["ms_per_query_hamming"], rr[d]["ms_per_query_reranked"]))
-            notes = [f"{label}: {statistics.fmean(c[1] for c in v):.2f} ms per query, against "
-                     f"{statistics.fmean(c[0] for c in v):.2f} ms for the Hamming ranking alone" for label, v in cost.items()]
-            ours = [Row(label, False, {col: Cell(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None,
-                                                 len(v)) for col, v in cells.items()})
-                    for label, cells in by_row.items()]
-            for col in columns:
-                scored = [row for row in ours if col in row.cells]
-                if scored:
-                    max(scored, key=lambda row: row.cells[col].mean).best.add(col)
-            theirs: dict[str, Row] = {}
-            sources = []
-            for p in published:
-                if p["metric"] != metric or p["dataset"] != dataset or (p["direction"], p["bits"]) not in columns:
-                    continue
-                label = f"{p['method']} · published · {p['image_backbone']}"
-                theirs.setdefault(label, Row(label, True, {})).cells[(p["direction"], p["bits"])] = Cell(p["map"])
-                if p["source"] not in sources:
-                    sources.append(p["source"])
+            columns = [(d, b) for d in DIRECTIONS for b in sorted({r["bits"] for r in runs})]
+            ours, notes = _our_rows(runs, metric, columns)
+            theirs, sources = _published_rows(published, metric, dataset, columns)
             if ours:
-                blocks.append(Block(metric, dataset, protocol, columns, ours + list(theirs.values()), sources, notes))
+                blocks.append(Block(metric, dataset, protocol, columns, ours + theirs, sources, notes))
     return blocks
 
 

@@ -77,6 +77,14 @@ def test_new_queries_hash_like_evaluation(exported, manifest_cache, synth_dir):
     np.testing.assert_array_equal(np.where(image_codes >= 0, 1, -1), codes["database_image"][positions])
 
 
+def test_index_refuses_a_rebuilt_cache(exported):
+    from cfrh_cache.store import CacheError
+    index = Index(exported / "index")
+    index.meta["cache_created"] = "2000-01-01T00:00:00+00:00"  # as if the cache were rebuilt since
+    with pytest.raises(CacheError, match="rebuilt .* after this index was written"):
+        index.describe([0])
+
+
 def test_search_equals_brute_force_over_the_index(exported):
     index = Index(exported / "index")
     codes = np.load(exported / "codes.npz")
@@ -136,6 +144,8 @@ def test_cli_search_json_and_errors(exported):
     assert [h["distance"] for h in payload["hits"]] == sorted(h["distance"] for h in payload["hits"])
     both = CliRunner().invoke(app, [str(exported), "--text", "x", "--row", "3"])
     assert both.exit_code == 2 and "exactly one query" in both.output
+    missing = CliRunner().invoke(app, [str(exported), "--image", str(exported / "nope.jpg")])
+    assert missing.exit_code == 2 and "nope.jpg" in missing.output
     meta = json.loads((exported / "index" / "index.json").read_text())
     (exported / "index" / "index.json").write_text(json.dumps({**meta, "vocabulary": None}))
     try:
