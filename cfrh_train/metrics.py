@@ -130,12 +130,14 @@ def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
     hits_k = np.zeros(nq, np.int64)
     sum_all = np.zeros(nq)
     hits_at = np.zeros((nq, cutoffs.size), np.int64)
+    max_cut = cutoffs.max() if cutoffs.size else 0
     for worker in numba.prange(workers):
         key = np.empty(n_db, np.int32)  # 2·distance + relevant
         shared = np.empty(n_db, np.uint8)
         ranks = np.empty(n_db, np.float64)  # rank and hits-so-far of each relevant item, in index order
         hits = np.empty(n_db, np.float64)
         count = np.empty(2 * nb, np.int64)
+        at_rank = np.empty(max_cut + 1, np.int64)
         nxt = np.empty(nb, np.int64)
         nxt_rel = np.empty(nb, np.int64)
         for q in range(worker, nq, workers):
@@ -172,17 +174,17 @@ def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
                 hits[m] = nxt_rel[d]
                 m += r  # kept only where relevant (branch-free compaction)
             s_all, s_k, h_k = 0.0, 0.0, 0
+            at_rank[:] = 0  # relevant items at each rank up to the largest cutoff (few: a rare branch)
             for i in range(m):
                 precision = hits[i] / ranks[i]
                 inside = ranks[i] <= k
                 s_all += precision
                 s_k += precision if inside else 0.0
                 h_k += 1 if inside else 0
+                if ranks[i] <= max_cut:
+                    at_rank[np.int64(ranks[i])] += 1
             for c in range(cutoffs.size):
-                within = 0
-                for i in range(m):
-                    within += 1 if ranks[i] <= cutoffs[c] else 0
-                hits_at[q, c] = within
+                hits_at[q, c] = at_rank[:cutoffs[c] + 1].sum()
             sum_all[q], sum_k[q], hits_k[q] = s_all, s_k, h_k
     return hist_all, hist_rel, sum_k, hits_k, sum_all, hits_at
 
