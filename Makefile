@@ -44,13 +44,15 @@ train: setup
 
 # make table [DATASETS="mirflickr nuswide"] [BITS="16 32 64 128"] [SEEDS="0 1 2"] [METHODS="cfrh jdsh …"]
 #            [ENCODERS="ViT-B-32__openai ViT-L-14__openai"]  (backbones cached side by side)
+#            [RERANK=500]  (also what re-ranking the Hamming top-500 adds to mAP@50, and its cost)
 # trains what is missing (finished runs with the same config are reused), writes runs/table.md, .tex, figures/
 DATASETS ?=
 METHODS ?= cfrh jdsh djsrh dgcpn ucch lsh
 ENCODERS ?=
+RERANK ?= 0
 table: setup
 	$(VENV)/bin/cfrh-table --datasets "$(DATASETS)" --bits "$(BITS)" --seeds "$(SEEDS)" --methods "$(METHODS)" \
-	  --encoders "$(ENCODERS)" \
+	  --encoders "$(ENCODERS)" --rerank $(RERANK) \
 	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
 
 demo: setup

@@ -87,6 +87,8 @@ def table_command(
     runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
     train: Annotated[bool, typer.Option(help="train missing runs; --no-train renders what is there")] = True,
     published: Annotated[Path | None, typer.Option(help="published figures CSV (default: the bundled copy)")] = None,
+    rerank: Annotated[int, typer.Option(help="also score re-ranking of the Hamming top-R (0: off); "
+                                             "runs are trained with --export for it")] = 0,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train what is missing (reusing finished runs with the same config), then write runs/table.md,
@@ -100,7 +102,7 @@ def table_command(
                 raise CacheError(f"{cache_dir}: no cached dataset; run `make features` (or `make demo`) first")
             counts = ensure_runs(names, _words(methods), _words(bits, int), _words(seeds, int), cache_dir, runs_dir,
                                  device, progress, log=lambda m: console.print(f"[cyan]{m}[/]"),
-                                 encoders=_words(encoders) or [None])
+                                 encoders=_words(encoders) or [None], rerank=rerank)
             console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
         out = make_table(runs_dir, published or PUBLISHED)
     except (ConfigError, CacheError, FloatingPointError, ValueError) as exc:
@@ -133,19 +135,14 @@ def search_command(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Hash a query with a trained model and print its nearest database items."""
-    from cfrh_train.search import Index, rerank_evaluation
+    from cfrh_train.search import Index, record_rerank
     err = Console(stderr=True, soft_wrap=True)
     folder = run_dir / "index" if (run_dir / "index" / "index.json").is_file() else run_dir
     try:
-        index = Index(folder, device)
         if evaluate_rerank:
-            result_file = folder.parent / "result.json"
-            result = json.loads(result_file.read_text())
-            queries = index.cache().read("split/query")
-            result["rerank"] = rerank_evaluation(index, queries, evaluate_rerank, result["config"]["topk"])
-            result_file.write_text(json.dumps(result, indent=1))
-            console.print_json(json.dumps(result["rerank"]))
+            console.print_json(json.dumps(record_rerank(folder.parent, evaluate_rerank, device)))
             return
+        index = Index(folder, device)
         if sum(x is not None for x in (text, image, row)) != 1:
             raise ValueError("give exactly one query: --text, --image or --row")
         if weights:

@@ -286,6 +286,18 @@ def rerank_evaluation(index: Index, queries: np.ndarray, candidates: int = 500, 
     return out
 
 
+def record_rerank(run_folder: str | Path, candidates: int, device: str = "cpu") -> dict:
+    """``rerank_evaluation`` on a run's test queries, stored in its result.json (``make table`` shows it)."""
+    run_folder = Path(run_folder)
+    index = Index(run_folder / "index", device)
+    result = json.loads((run_folder / "result.json").read_text())
+    result["rerank"] = rerank_evaluation(index, index.cache().read("split/query"), candidates, result["config"]["topk"])
+    tmp = run_folder / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(run_folder / "result.json")
+    return result["rerank"]
+
+
 def _dense(bow, rows) -> np.ndarray:
     x = bow[rows]
     return np.asarray(x.toarray() if hasattr(x, "toarray") else x, np.float32)

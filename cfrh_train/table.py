@@ -90,9 +90,10 @@ def _same_run(result: dict, config: dict, cache_created: str | None) -> bool:
 
 def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds: list[int], cache_dir: str | Path,
                 runs_dir: str | Path, device: str = "auto", progress: bool = True, log=print,
-                encoders: list[str | None] = (None,)) -> dict[str, int]:
+                encoders: list[str | None] = (None,), rerank: int = 0) -> dict[str, int]:
     """Train what is missing or stale; reuse finished run folders keyed by their config.
-    ``encoders``: image arrays of the cache to compare (None: the cache's only one)."""
+    ``encoders``: image arrays of the cache to compare (None: the cache's only one).
+    ``rerank``: also score re-ranking of the Hamming top-R (runs need their search index)."""
     from itertools import product
 
     from cfrh_cache.store import Cache
@@ -104,13 +105,19 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
         for encoder, method, b, seed in product(encoders, methods, bits, seeds):
             config = load(dataset, None, {"method": method, "bits": b, "seed": seed, "device": device,
                                           "encoder": encoder})
-            result_file = run_dir(runs_dir, dataset, config) / "result.json"
-            if result_file.is_file() and _same_run(json.loads(result_file.read_text()), config, created):
+            folder = run_dir(runs_dir, dataset, config)
+            reusable = (folder / "result.json").is_file() and \
+                _same_run(json.loads((folder / "result.json").read_text()), config, created) and \
+                (not rerank or (folder / "index" / "index.json").is_file())
+            if reusable:
                 counts["reused"] += 1
-                continue
-            log(f"training {method} on {dataset}{f' [{encoder}]' if encoder else ''}, {b} bits, seed {seed}")
-            run(config, cache_dir, dataset, runs_dir, progress=progress)
-            counts["trained"] += 1
+            else:
+                log(f"training {method} on {dataset}{f' [{encoder}]' if encoder else ''}, {b} bits, seed {seed}")
+                run(config, cache_dir, dataset, runs_dir, progress=progress, export=bool(rerank))
+                counts["trained"] += 1
+            if rerank and json.loads((folder / "result.json").read_text()).get("rerank", {}).get("candidates") != rerank:
+                from cfrh_train.search import record_rerank
+                record_rerank(folder, rerank)
     return counts
 
 

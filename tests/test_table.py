@@ -141,3 +141,18 @@ def test_trains_what_is_missing_then_reuses(synth_cache, tmp_path):
     row = next(line for line in block.splitlines() if line.startswith("| lsh (2 seeds)"))
     assert row.split("|")[-2].strip().strip("*") == f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
     assert "randomly initialised encoder" in md
+
+
+def test_rerank_rows_are_trained_and_scored_on_request(synth_cache, tmp_path):
+    runs = tmp_path / "runs"
+    kw = dict(cache_dir=synth_cache.parent, runs_dir=runs, device="cpu", progress=False, log=lambda m: None)
+    assert ensure_runs(["synth"], ["lsh"], [16], [0], **kw) == {"trained": 1, "reused": 0}
+    # a finished run without its index is retrained with --export, then scored
+    assert ensure_runs(["synth"], ["lsh"], [16], [0], rerank=40, **kw) == {"trained": 1, "reused": 0}
+    folder = runs / "synth" / "lsh" / "16bit" / "seed0"
+    rr = json.loads((folder / "result.json").read_text())["rerank"]
+    assert rr["candidates"] == 40 and (folder / "index" / "index.json").is_file()
+    assert ensure_runs(["synth"], ["lsh"], [16], [0], rerank=40, **kw) == {"trained": 0, "reused": 1}
+    md = make_table(runs, figures=False)["markdown"].read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| lsh + re-rank top-40 (1 seed)"))
+    assert row.split("|")[2].strip().strip("*") == f"{rr['i2t']['map@50_reranked']:.3f}"
