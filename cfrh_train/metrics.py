@@ -29,27 +29,6 @@ def to_bits(codes: np.ndarray) -> np.ndarray:
     return np.asarray(codes) >= 0
 
 
-def pack(codes: np.ndarray) -> np.ndarray:
-    """Codes (n, K) → uint32 words (n, ceil(K/32)); zero padding does not change distances.
-
-    32-bit words, not 64: numpy's popcount runs several times faster on them here.
-    """
-    bits = to_bits(codes)
-    n, k = bits.shape
-    padded = np.zeros((n, -(-k // 32) * 32), bool)
-    padded[:, :k] = bits
-    return np.ascontiguousarray(np.packbits(padded, axis=1, bitorder="little")).view(np.uint32)
-
-
-def hamming(q_packed: np.ndarray, db_packed: np.ndarray) -> np.ndarray:
-    """Distances (nq, ndb) between packed codes: uint8 up to 255 bits, uint16 beyond."""
-    dtype = np.uint8 if q_packed.shape[1] * 32 < 256 else np.uint16
-    out = np.bitwise_count(q_packed[:, :1] ^ db_packed[None, :, 0]).astype(dtype, copy=False)
-    for w in range(1, q_packed.shape[1]):
-        out += np.bitwise_count(q_packed[:, w:w + 1] ^ db_packed[None, :, w])
-    return out
-
-
 def _harmonic(n: int) -> np.ndarray:
     h = np.zeros(n + 1)
     h[1:] = np.cumsum(1.0 / np.arange(1, n + 1))
@@ -97,7 +76,7 @@ def _tie_avg(hist_all: np.ndarray, hist_rel: np.ndarray, k: int | None, H: np.nd
     return (p * value).sum(1)
 
 
-def _words(bits: np.ndarray) -> np.ndarray:
+def pack_words(bits: np.ndarray) -> np.ndarray:
     """Rows of bools → uint64 words (little-endian bit order), padding with zeros."""
     n, k = bits.shape
     padded = np.zeros((n, max(1, -(-k // 64)) * 64), bool)
@@ -106,7 +85,8 @@ def _words(bits: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(inline="always")
-def _popcount(x):
+def popcount(x):
+    """Set bits of a uint64 (the SWAR form; LLVM turns it into the popcnt instruction)."""
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
     x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
@@ -146,7 +126,7 @@ def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
             for w in range(q_codes.shape[1]):
                 qw = q_codes[q, w]
                 for j in range(n_db):
-                    key[j] += np.int32(_popcount(qw ^ db_codes[j, w]))
+                    key[j] += np.int32(popcount(qw ^ db_codes[j, w]))
             shared[:] = 0
             for w in range(q_labels.shape[1]):
                 lw = q_labels[q, w]
@@ -198,8 +178,8 @@ def evaluate(q_codes: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db
     kk = min(k, n_db)
     cutoffs = np.array([p for p in p_at if p <= n_db], np.int64)
     hist_all, hist_rel, sum_k, hits_k, sum_all, hits_at = _scan(
-        _words(to_bits(q_codes)), _words(to_bits(db_codes)), _words(np.asarray(q_labels) > 0),
-        _words(np.asarray(db_labels) > 0), n_bits, kk, cutoffs, numba.get_num_threads())
+        pack_words(to_bits(q_codes)), pack_words(to_bits(db_codes)), pack_words(np.asarray(q_labels) > 0),
+        pack_words(np.asarray(db_labels) > 0), n_bits, kk, cutoffs, numba.get_num_threads())
     ap_k = np.where(hits_k > 0, sum_k / np.maximum(hits_k, 1), 0.0)
     result = {f"map@{k}": float(ap_k.mean())}
     if not full:

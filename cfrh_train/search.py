@@ -27,7 +27,7 @@ import numba
 import numpy as np
 import torch
 
-from cfrh_train.metrics import _popcount, _words, to_bits
+from cfrh_train.metrics import pack_words, popcount, to_bits
 
 TRAINING_ONLY = ("decoder", "nbr_index", "nbr_weight", "memory")  # state a query never needs
 MODALITIES = ("image", "text")
@@ -35,7 +35,7 @@ MODALITIES = ("image", "text")
 
 def pack_codes(codes: np.ndarray) -> np.ndarray:
     """±1 (or real, sign(0) = +1) codes (n, K) → uint64 words (n, ceil(K/64))."""
-    return _words(to_bits(codes))
+    return pack_words(to_bits(codes))
 
 
 @numba.njit(parallel=True, cache=True)
@@ -50,7 +50,7 @@ def _topk(q_words, db_words, n_bits, k):
         for j in range(n):
             d = 0
             for w in range(q_words.shape[1]):
-                d += _popcount(q_words[q, w] ^ db_words[j, w])
+                d += popcount(q_words[q, w] ^ db_words[j, w])
             dist[j] = d
             hist[d] += 1
         pos = np.zeros(nb, np.int64)  # where each distance's items start in the output
