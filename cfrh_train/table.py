@@ -162,13 +162,18 @@ def _group(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return groups
 
 
+def _row_name(run: dict, runs: list[dict]) -> str:
+    """A row's name: the method, with its backbone where the runs use several."""
+    several = len({r["encoder"]["tag"] for r in runs}) > 1
+    return f"{run['method']} [{run['encoder']['tag']}]" if several else run["method"]
+
+
 def _our_rows(runs: list[dict], metric: str, columns: list[tuple[str, int]]) -> tuple[list[Row], list[str]]:
     """Mean ± std over seeds per method (and backbone, where several); re-ranked rows and their cost."""
-    encoders = {r["encoder"]["tag"] for r in runs}
     values: dict[str, dict[tuple[str, int], list[float]]] = {}
     cost: dict[str, list[tuple[float, float]]] = {}
     for r in runs:
-        label = r["method"] if len(encoders) == 1 else f"{r['method']} [{r['encoder']['tag']}]"
+        label = _row_name(r, runs)
         for d in DIRECTIONS:
             if r["metrics"][d].get(metric) is not None:
                 values.setdefault(label, {}).setdefault((d, r["bits"]), []).append(r["metrics"][d][metric])
@@ -322,27 +327,27 @@ def draw_figures(results: list[dict], out_dir: Path, metric: str = "map@50") -> 
     paths = []
     for (dataset, protocol), runs in _group(results).items():
         name = f"{dataset}-{runs[0]['protocol']['name']}-s{runs[0]['protocol']['seed']}"
-        for bits in sorted({r["bits"] for r in runs}):
+        labels = list(dict.fromkeys(_row_name(r, runs) for r in runs))
+        bits_all = sorted({r["bits"] for r in runs})
+        for bits in bits_all:
             curves: dict[str, dict] = {}
-            for method in sorted({r["method"] for r in runs}):
-                files = [Path(r["_folder"]) / "pr_curve.json" for r in runs if r["method"] == method and r["bits"] == bits]
+            for label in labels:
+                files = [Path(r["_folder"]) / "pr_curve.json" for r in runs if _row_name(r, runs) == label and r["bits"] == bits]
                 loaded = [json.loads(f.read_text()) for f in files if f.is_file()]
                 if loaded:
-                    curves[method] = {d: {k: np.mean([c[d][k] for c in loaded], 0).tolist() for k in ("precision", "recall")}
-                                      for d in DIRECTIONS}
+                    curves[label] = {d: {k: np.mean([c[d][k] for c in loaded], 0).tolist() for k in ("precision", "recall")}
+                                     for d in DIRECTIONS}
             if curves:
                 path = out_dir / f"{name}_{bits}bit_pr.png"
                 plot_pr_comparison(curves, path, f"{dataset} · {bits} bits · {protocol}")
                 paths.append(path)
+        rows, _ = _our_rows(runs, metric, [(d, b) for d in DIRECTIONS for b in bits_all])  # the table's own figures
         series = {}
-        for method in sorted({r["method"] for r in runs}):
-            per_dir = {}
+        for row in rows:
+            series[row.label] = {}
             for d in DIRECTIONS:
-                bits = sorted({r["bits"] for r in runs if r["method"] == method and metric in r["metrics"][d]})
-                values = [[r["metrics"][d][metric] for r in runs if r["method"] == method and r["bits"] == b] for b in bits]
-                per_dir[d] = (bits, [float(np.mean(v)) for v in values],
-                              [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values])  # as in the table
-            series[method] = per_dir
+                cells = [(b, row.cells[(d, b)]) for b in bits_all if (d, b) in row.cells]
+                series[row.label][d] = ([b for b, _ in cells], [c.mean for _, c in cells], [c.std or 0.0 for _, c in cells])
         if series:
             path = out_dir / f"{name}_{metric.replace('@', '')}_vs_bits.png"
             plot_map_vs_bits(series, path, f"{dataset} · {protocol}", METRICS.get(metric, metric))
