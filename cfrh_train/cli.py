@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -153,17 +152,13 @@ def search_command(
         elif image is not None:
             feature = index.image_features([image])
             source, code = "image", index.hash(image=feature)[0]
+        elif modality == "image":
+            feature = index.rows_of([row], "image")
+            source, code = "image", index.hash(image=feature)[0]
+        elif modality == "text":
+            source, code = "text", index.hash(text=index.rows_of([row], "text"))[1]
         else:
-            if modality not in ("image", "text"):
-                raise ValueError(f"--modality must be image or text, got {modality!r}")
-            cache = index.cache()
-            if modality == "image":
-                feature = index.features()[[row]].astype(np.float32)
-                source, code = "image", index.hash(image=feature)[0]
-            else:
-                bow = cache.read_bow()[[row]]
-                bow = np.asarray(bow.toarray() if hasattr(bow, "toarray") else bow, np.float32)
-                source, code = "text", index.hash(text=bow)[1]
+            raise ValueError(f"--modality must be image or text, got {modality!r}")
         target = target or ("text" if source == "image" else "image")
         if target not in ("image", "text"):
             raise ValueError(f"--target must be image or text, got {target!r}")

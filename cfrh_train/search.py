@@ -126,7 +126,7 @@ class Index:
             raise FileNotFoundError(f"{self.folder}: no index.json; write an index with `cfrh-train ... --export`")
         self.meta = json.loads((self.folder / "index.json").read_text())
         saved = torch.load(self.folder / "model.pt", map_location="cpu", weights_only=False)
-        self.config, self.device = saved["config"], torch.device(device)
+        self.device = torch.device(device)
         self.method = build(saved["method"], saved["config"], *saved["dims"])
         missing, unexpected = self.method.load_state_dict(saved["state"], strict=False)
         left = [k for k in missing if not any(t in k for t in TRAINING_ONLY)]
@@ -185,9 +185,13 @@ class Index:
         return (None if ci is None else ci.cpu().numpy(), None if ct is None else ct.cpu().numpy())
 
     # -- searching -----------------------------------------------------------------------
+    def _nearest(self, code: np.ndarray, target: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in the index and distances of the k nearest ``target`` codes of each query."""
+        return hamming_topk(pack_codes(np.atleast_2d(code)), self.codes[target], self.bits, k)
+
     def search(self, code: np.ndarray, target: str, k: int = 10) -> list[list[Hit]]:
         """Hamming top-k of real or ±1 query codes (n, K) among the database's ``target`` codes."""
-        ids, dists = hamming_topk(pack_codes(np.atleast_2d(code)), self.codes[target], self.bits, k)
+        ids, dists = self._nearest(code, target, k)
         return [[Hit(int(self.rows[i]), int(d)) for i, d in zip(row_i, row_d)] for row_i, row_d in zip(ids, dists)]
 
     def cache(self):
@@ -201,6 +205,15 @@ class Index:
             self._cache = cache
         return self._cache
 
+    def rows_of(self, rows, modality: str) -> np.ndarray:
+        """float32 image features or BoW vectors of some cache rows, reading only those rows."""
+        cache = self.cache()
+        name = f"image/{self.meta['encoder']['tag']}" if modality == "image" else "text/bow"
+        if modality == "text" and not cache.has(name):  # CSR-stored BoW: rows of the sparse matrix
+            x = cache.read_bow()[np.asarray(rows)]
+            return np.asarray(x.toarray(), np.float32)
+        return np.asarray(cache.array(name).get_orthogonal_selection((np.asarray(rows),)), np.float32)
+
     def features(self) -> np.ndarray:
         """The cached CLIP features of every cache row (float16), read once for re-ranking."""
         if self._features is None:
@@ -210,8 +223,7 @@ class Index:
     def rerank(self, code: np.ndarray, target: str, k: int, candidates: int,
                image_feature: np.ndarray | None = None) -> list[Hit]:
         """Hamming top-``candidates``, then the top k of them by the finer score (see the module doc)."""
-        ids, dists = hamming_topk(pack_codes(np.atleast_2d(code)), self.codes[target], self.bits, candidates)
-        ids, dists = ids[0], dists[0]
+        ids, dists = (x[0] for x in self._nearest(code, target, candidates))
         if image_feature is not None:  # the CLIP side: query image against the candidates' images
             feats = self.features()[self.rows[ids]].astype(np.float32)
             q = np.ravel(image_feature).astype(np.float32)
@@ -227,10 +239,7 @@ class Index:
         cache = self.cache()
         names = cache.array("labels").attrs.get("label_names") or []
         labels = cache.array("labels").get_orthogonal_selection((np.asarray(rows),))
-        if cache.has("text/bow"):  # the hits' rows only, not the whole BoW
-            bow = cache.array("text/bow").get_orthogonal_selection((np.asarray(rows),))
-        else:
-            bow = _dense(cache.read_bow(), rows)
+        bow = self.rows_of(rows, "text")
         words = self.meta.get("vocabulary") or []
         source = _source(cache.attrs)
         out = []
@@ -269,7 +278,7 @@ def rerank_evaluation(index: Index, queries: np.ndarray, candidates: int = 500, 
     cache = index.cache()
     labels = cache.read("labels")
     feats = index.features()[queries].astype(np.float32)
-    qi, qt = index.hash(image=feats, text=_dense(cache.read_bow(), queries))
+    qi, qt = index.hash(image=feats, text=index.rows_of(queries, "text"))
     out = {"candidates": candidates, "k": k}
     for direction, code, target in (("i2t", qi, "text"), ("t2i", qt, "image")):
         t = time.perf_counter()
@@ -296,11 +305,6 @@ def record_rerank(run_folder: str | Path, candidates: int, device: str = "cpu") 
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(run_folder / "result.json")
     return result["rerank"]
-
-
-def _dense(bow, rows) -> np.ndarray:
-    x = bow[rows]
-    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, np.float32)
 
 
 def _ap_at(q_label: np.ndarray, hit_labels: np.ndarray) -> float:

@@ -142,6 +142,13 @@ def test_cli_search_json_and_errors(exported):
     assert len(payload["hits"]) == 4 and payload["query"]["target"] == "image"
     assert all({"rank", "row", "distance", "labels", "image", "text"} <= set(h) for h in payload["hits"])
     assert [h["distance"] for h in payload["hits"]] == sorted(h["distance"] for h in payload["hits"])
+    row = int(np.load(exported / "codes.npz")["database_index"][5])
+    for modality in ("image", "text"):  # a database row as the query finds itself at distance 0
+        same = CliRunner().invoke(app, [str(exported), "--row", str(row), "--modality", modality,
+                                        "--target", modality, "-k", "30", "--json"])
+        assert same.exit_code == 0, same.output
+        hits = json.loads(same.output.strip().splitlines()[-1])["hits"]
+        assert any(h["row"] == row and h["distance"] == 0 for h in hits)
     both = CliRunner().invoke(app, [str(exported), "--text", "x", "--row", "3"])
     assert both.exit_code == 2 and "exactly one query" in both.output
     missing = CliRunner().invoke(app, [str(exported), "--image", str(exported / "nope.jpg")])
