@@ -32,22 +32,21 @@ from cfrh_train.methods.nets import TwoTower
 class DGCPN(TwoTower):
     def __init__(self, config: dict, dim_img: int, dim_txt: int):
         super().__init__(config, dim_img, dim_txt)
-        self.n_train = 0
-        self.k = 1
+        # the graph: (n_train, k) neighbour rows and weights, saved with the model
         self.register_buffer("nbr_index", torch.zeros(0, 1, dtype=torch.long))
         self.register_buffer("nbr_weight", torch.zeros(0, 1))
 
     @torch.no_grad()
     def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
         super().fit(img, txt)
-        self.n_train = img.shape[0]
-        self.k = max(1, round(self.config["knn"] * self.n_train))
-        self.nbr_index, self.nbr_weight = knn_graph(self.center(img), txt, self.config["w_txt"], self.k)
+        k = max(1, round(self.config["knn"] * img.shape[0]))
+        self.nbr_index, self.nbr_weight = knn_graph(self.center(img), txt, self.config["w_txt"], k)
 
     def affinity(self, img: torch.Tensor, txt: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         c = self.config
         coex = coexistent(self.center(img), txt, c["w_txt"])
-        graph = neighbour_coherence(self.nbr_index, self.nbr_weight, index, self.n_train, float(self.k))
+        n_train, k = self.nbr_index.shape  # scale = k: G is about the share of common neighbours
+        graph = neighbour_coherence(self.nbr_index, self.nbr_weight, index, n_train, float(k))
         return 2 * ((1 - c["w_graph"]) * coex + c["w_graph"] * graph) - 1
 
     def loss(self, img: torch.Tensor, txt: torch.Tensor, index: torch.Tensor | None = None) -> dict:
