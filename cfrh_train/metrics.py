@@ -9,11 +9,13 @@ Conventions (see DESIGN "Evaluation"):
   which depends on no order at all; computed in closed form from per-distance counts.
 
 No sort and no query × database matrix: distances take only K+1 values, so two passes over
-the database per query suffice (a compiled numba kernel, queries in parallel). Pass 1 counts,
-per distance, all items and the relevant ones (labels packed into 64-bit words: relevance is
-one AND). Those counts place every distance bucket in the ranking; pass 2 walks the database in
-index order, so an item's rank is ``items in closer buckets + items before it in its bucket + 1``,
-and AP@k, AP@all and P@k follow from running counts. Memory is O(database codes + labels).
+the database per query suffice (a compiled numba kernel, queries in parallel). Pass 1 computes
+every item's distance and relevance (labels packed into 64-bit words: relevance is one AND).
+Pass 2 walks the database in index order, keeping per distance the running counts of items and
+of relevant items: they give each relevant item its place within its distance bucket, and at
+the end they are the per-distance histograms, which place every bucket in the ranking. So an
+item's rank is ``items in closer buckets + its place in its bucket``, and AP@k, AP@all and P@k
+follow. Memory is O(database codes + labels).
 """
 
 from __future__ import annotations
@@ -93,14 +95,21 @@ def popcount(x):
     return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
+FIELD = 27  # bits of each running count in a walk word: databases up to 2**27 - 1 items
+_MASK = (1 << FIELD) - 1
+
+
 @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=True)
 def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
     """Both passes for every query. Returns per query: histograms of all/relevant items per
     distance (nq, K+1), Σ precision at hits within the top k and their count, Σ precision at all
     hits, and the hits within each cutoff of ``cutoffs`` (index-ordered ties throughout).
 
-    Written for the compiler: each worker allocates its buffers once; the loops over the
-    database are branch-free (relevance is random, a branch would mispredict a third of the time).
+    Written for the compiler: each worker allocates its buffers once; pass 1 is vectorised
+    loops; the walk does one read-modify-write per item, of one word per distance holding both
+    running counts (items, relevant items), and keeps the words of relevant items without a
+    branch (relevance is random: a branch would mispredict a third of the time). Indices are
+    unsigned, so no negative-index wraparound is compiled in.
     """
     nq, n_db = q_codes.shape[0], db_codes.shape[0]
     nb = n_bits + 1
@@ -111,58 +120,62 @@ def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
     sum_all = np.zeros(nq)
     hits_at = np.zeros((nq, cutoffs.size), np.int64)
     max_cut = cutoffs.max() if cutoffs.size else 0
+    field, mask = np.uint64(FIELD), np.uint64(_MASK)
     for worker in numba.prange(workers):
-        key = np.empty(n_db, np.int32)  # 2·distance + relevant
+        key = np.empty(n_db, np.uint32)  # 2·distance + relevant
         shared = np.empty(n_db, np.uint8)
-        ranks = np.empty(n_db, np.float64)  # rank and hits-so-far of each relevant item, in index order
-        hits = np.empty(n_db, np.float64)
-        count = np.empty(2 * nb, np.int64)
+        found = np.empty(n_db, np.uint64)  # per relevant item: distance | hits | position in its bucket
+        count = np.empty(nb, np.uint64)  # per distance: relevant items << FIELD | items, so far
+        start = np.empty(nb, np.int64)
+        start_rel = np.empty(nb, np.int64)
         at_rank = np.empty(max_cut + 1, np.int64)
-        nxt = np.empty(nb, np.int64)
-        nxt_rel = np.empty(nb, np.int64)
         for q in range(worker, nq, workers):
-            # pass 1: distances and relevance, then the per-distance counts
+            # pass 1: distances and relevance
             key[:] = 0
             for w in range(q_codes.shape[1]):
                 qw = q_codes[q, w]
                 for j in range(n_db):
-                    key[j] += np.int32(popcount(qw ^ db_codes[j, w]))
+                    key[j] += np.uint32(popcount(qw ^ db_codes[j, w]))
             shared[:] = 0
             for w in range(q_labels.shape[1]):
                 lw = q_labels[q, w]
                 for j in range(n_db):
                     shared[j] |= (lw & db_labels[j, w]) != 0
-            count[:] = 0
             for j in range(n_db):
-                key[j] = 2 * key[j] + shared[j]
-                count[key[j]] += 1
-            # where each distance's items start in the ranking: items and relevant items before it
-            nxt[0], nxt_rel[0] = 0, 0
-            for d in range(nb):
-                hist_all[q, d] = count[2 * d] + count[2 * d + 1]
-                hist_rel[q, d] = count[2 * d + 1]
-                if d > 0:
-                    nxt[d] = nxt[d - 1] + hist_all[q, d - 1]
-                    nxt_rel[d] = nxt_rel[d - 1] + hist_rel[q, d - 1]
-            # pass 2, in index order: an item's rank is the next free rank of its distance
+                key[j] = (key[j] << np.uint32(1)) | np.uint32(shared[j])
+            # pass 2, in index order: an item's place within its distance bucket; the final
+            # counts are the histograms, which place the buckets in the ranking afterwards
+            count[:] = 0
             m = 0
             for j in range(n_db):
-                d, r = key[j] >> 1, key[j] & 1
-                nxt[d] += 1
-                nxt_rel[d] += r
-                ranks[m] = nxt[d]
-                hits[m] = nxt_rel[d]
-                m += r  # kept only where relevant (branch-free compaction)
+                d = key[j] >> np.uint32(1)
+                r = np.uint64(key[j] & np.uint32(1))
+                word = count[d] + np.uint64(1) + (r << field)
+                count[d] = word
+                found[m] = word | (np.uint64(d) << (field + field))
+                m += np.int64(r)
+            before, before_rel = 0, 0
+            for d in range(nb):
+                hist_all[q, d] = np.int64(count[d] & mask)
+                hist_rel[q, d] = np.int64(count[d] >> field)
+                start[d], start_rel[d] = before, before_rel
+                before += hist_all[q, d]
+                before_rel += hist_rel[q, d]
+            # rank = items in closer buckets + place in the bucket; hits likewise
             s_all, s_k, h_k = 0.0, 0.0, 0
-            at_rank[:] = 0  # relevant items at each rank up to the largest cutoff (few: a rare branch)
             for i in range(m):
-                precision = hits[i] / ranks[i]
-                inside = ranks[i] <= k
+                d = np.int64(found[i] >> (field + field))
+                rank = start[d] + np.int64(found[i] & mask)
+                precision = (start_rel[d] + np.int64((found[i] >> field) & mask)) / rank
+                inside = rank <= k
                 s_all += precision
                 s_k += precision if inside else 0.0
                 h_k += 1 if inside else 0
-                if ranks[i] <= max_cut:
-                    at_rank[np.int64(ranks[i])] += 1
+            at_rank[:] = 0  # relevant items at each rank up to the largest cutoff (few: a rare branch)
+            for i in range(m):
+                rank = start[np.int64(found[i] >> (field + field))] + np.int64(found[i] & mask)
+                if rank <= max_cut:
+                    at_rank[rank] += 1
             for c in range(cutoffs.size):
                 hits_at[q, c] = at_rank[:cutoffs[c] + 1].sum()
             sum_all[q], sum_k[q], hits_k[q] = s_all, s_k, h_k
@@ -175,6 +188,9 @@ def evaluate(q_codes: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db
     n_bits, n_db = q_codes.shape[1], db_codes.shape[0]
     if db_codes.shape[1] != n_bits:
         raise ValueError(f"query codes have {n_bits} bits, database codes {db_codes.shape[1]}")
+    if n_db > _MASK or n_bits >= 1 << (64 - 2 * FIELD):
+        raise ValueError(f"evaluation handles up to {_MASK} database items and {(1 << (64 - 2 * FIELD)) - 1} bits, "
+                         f"got {n_db} items of {n_bits} bits")
     kk = min(k, n_db)
     cutoffs = np.array([p for p in p_at if p <= n_db], np.int64)
     hist_all, hist_rel, sum_k, hits_k, sum_all, hits_at = _scan(

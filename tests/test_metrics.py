@@ -108,3 +108,19 @@ def test_hand_computed_case():
     assert got["map@all"] == pytest.approx((1 / 2 + 2 / 4) / 2)
     # tie-averaged @all: the tied pair puts the hit at rank 2 or 3 with equal chance
     assert got["map@all_tie_avg"] == pytest.approx(((1 / 2 + 2 / 4) / 2 + (1 / 3 + 2 / 4) / 2) / 2)
+
+
+def test_several_code_and_label_words():
+    """130 bits (three 64-bit words) and 70 classes (two): the packing edges of the kernel."""
+    rng = np.random.default_rng(11)
+    q, db = codes(rng, 9, 130), codes(rng, 400, 130)
+    ql, dl = (rng.random((9, 70)) < 0.03).astype(np.uint8), (rng.random((400, 70)) < 0.03).astype(np.uint8)
+    ql[:, 69], dl[::7, 69] = 1, 1  # relevance that only the second label word sees
+    got = evaluate(q, db, ql, dl, k=20, p_at=(1, 10))
+    qi, dbi = q.astype(int), db.astype(int)  # int8 products would overflow at 130 bits
+    assert got["map@20"] == pytest.approx(ref_calculate_top_map(qi, dbi, ql, dl, 20), abs=1e-12)
+    assert got["map@all"] == pytest.approx(ref_calculate_top_map(qi, dbi, ql, dl, 400), abs=1e-12)
+    dist = (130 - q.astype(int) @ db.T.astype(int)) // 2
+    rel = (ql.astype(int) @ dl.T.astype(int)) > 0
+    expected = np.mean([rel[i][np.argsort(dist[i], kind="stable")][:10].mean() for i in range(9)])
+    assert got["p@k"]["10"] == pytest.approx(expected)
