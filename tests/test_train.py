@@ -146,3 +146,24 @@ def test_cli_writes_run_and_removes_checkpoint(synth_cache, tmp_path):
     assert (folder / "result.json").is_file() and not (folder / "checkpoint.pt").exists()
     bad = CliRunner().invoke(app, ["--dataset", "synth", "--cache-dir", str(synth_cache.parent), "--set", "nope=1"])
     assert bad.exit_code == 2 and "unknown key 'nope'" in bad.output
+
+
+@pytest.mark.parametrize("density", [0.01, 0.6])
+def test_bow_linear_is_a_linear_layer(density):
+    """The gathering path (sparse rows) and the dense path give nn.Linear's values and gradients,
+    from nn.Linear's own initial weights; an all-zero row gives the bias."""
+    from cfrh_train.methods.nets import BowLinear
+    torch.manual_seed(3)
+    reference = torch.nn.Linear(300, 40)
+    torch.manual_seed(3)
+    layer = BowLinear(300, 40)
+    assert torch.equal(layer.weight, reference.weight.t()) and torch.equal(layer.bias, reference.bias)
+    x = (torch.rand(17, 300) < density).float() * torch.randint(1, 4, (17, 300)).float()
+    x[5] = 0
+    out, expected = layer(x), reference(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[5], reference.bias)
+    (out ** 2).sum().backward()
+    (expected ** 2).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad.t(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-5)

@@ -19,18 +19,18 @@ from cfrh_train.methods.nets import Centering, HashHead, sgd, sqrt_alpha
 
 
 class Branch(nn.Module):
-    """in → hidden → K code (tanh(α·h)), and a decoder K → in."""
+    """in → hidden → K code (tanh(α·h)), and a decoder K → in (sigmoid for a BoW input)."""
 
-    def __init__(self, dim_in: int, hidden: int, bits: int, sigmoid_decoder: bool):
+    def __init__(self, dim_in: int, hidden: int, bits: int, bow: bool):
         super().__init__()
-        self.encoder = HashHead(dim_in, [hidden], bits)
+        self.encoder = HashHead(dim_in, [hidden], bits, bow_input=bow)
         self.decoder = nn.Linear(bits, dim_in)
-        self.sigmoid_decoder = sigmoid_decoder
+        self.bow = bow
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         code = self.encoder(x)
         rec = self.decoder(code)
-        return code, torch.sigmoid(rec) if self.sigmoid_decoder else rec
+        return code, torch.sigmoid(rec) if self.bow else rec
 
 
 class CFRH(nn.Module):
@@ -39,8 +39,8 @@ class CFRH(nn.Module):
     def __init__(self, config: dict, dim_img: int, dim_txt: int):
         super().__init__()
         self.config = config
-        self.image = Branch(dim_img, config["hidden"], config["bits"], sigmoid_decoder=False)
-        self.text = Branch(dim_txt, config["hidden"], config["bits"], sigmoid_decoder=True)
+        self.image = Branch(dim_img, config["hidden"], config["bits"], bow=False)
+        self.text = Branch(dim_txt, config["hidden"], config["bits"], bow=True)
         self.center = Centering(dim_img, config["center_features"])
 
     def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:

@@ -6,24 +6,52 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-def mlp(dim_in: int, hidden: list[int], dim_out: int) -> nn.Sequential:
-    """Linear → ReLU → … → Linear; ``hidden=[]`` is one linear layer (a hash layer on a frozen feature)."""
+class BowLinear(nn.Module):
+    """``nn.Linear`` for bag-of-words rows, which are ~1% non-zero: on CPU it sums the weight rows
+    of a batch's words (``embedding_bag``) instead of multiplying the zeros, ~6× less time for
+    the widest layer of a text encoder. Same initial values as ``nn.Linear`` (its weight,
+    stored transposed: one row per word), same function; dense rows and GPUs take ``addmm``.
+    """
+
+    sparse_below = 0.25  # density under which gathering beats the dense product
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        init = nn.Linear(dim_in, dim_out)
+        self.weight = nn.Parameter(init.weight.detach().t().contiguous())  # (vocabulary, out)
+        self.bias = init.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dim() == 2:
+            rows, words = x.nonzero(as_tuple=True)
+            if rows.numel() < self.sparse_below * x.numel():
+                offsets = torch.searchsorted(rows, torch.arange(x.shape[0]))
+                return self.bias + F.embedding_bag(words, self.weight, offsets, mode="sum",
+                                                   per_sample_weights=x[rows, words])
+        return torch.addmm(self.bias, x, self.weight)
+
+
+def mlp(dim_in: int, hidden: list[int], dim_out: int, bow_input: bool = False) -> nn.Sequential:
+    """Linear → ReLU → … → Linear; ``hidden=[]`` is one linear layer (a hash layer on a frozen
+    feature). ``bow_input``: the first layer is a ``BowLinear``."""
     layers, width = [], dim_in
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+    for h in [*hidden, dim_out]:
+        layers.append(BowLinear(width, h) if bow_input and not layers else nn.Linear(width, h))
+        layers.append(nn.ReLU(inplace=True))
         width = h
-    return nn.Sequential(*layers, nn.Linear(width, dim_out))
+    return nn.Sequential(*layers[:-1])
 
 
 class HashHead(nn.Module):
     """MLP then tanh(α·h): relaxed codes in training, ``sign`` of them at test time."""
 
-    def __init__(self, dim_in: int, hidden: list[int], bits: int):
+    def __init__(self, dim_in: int, hidden: list[int], bits: int, bow_input: bool = False):
         super().__init__()
-        self.net = mlp(dim_in, hidden, bits)
+        self.net = mlp(dim_in, hidden, bits, bow_input)
         self.alpha = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,10 +64,13 @@ def sqrt_alpha(epoch: int) -> float:
 
 
 def sgd(img: nn.Module, txt: nn.Module, config: dict) -> torch.optim.Optimizer:
-    """SGD with separate image/text learning rates (DJSRH, JDSH, CAGAN, DGCPN)."""
+    """SGD with separate image/text learning rates (DJSRH, JDSH, CAGAN, DGCPN). Fused on CPU and
+    CUDA: one pass over each weight for decay, momentum and step, instead of three; at batch
+    32 the step of the wide layers otherwise costs as much as their products."""
+    fused = all(p.device.type in ("cpu", "cuda") for p in [*img.parameters(), *txt.parameters()])
     return torch.optim.SGD([{"params": img.parameters(), "lr": config["lr_img"]},
                             {"params": txt.parameters(), "lr": config["lr_txt"]}],
-                           momentum=config["momentum"], weight_decay=config["weight_decay"])
+                           momentum=config["momentum"], weight_decay=config["weight_decay"], fused=fused)
 
 
 class Centering(nn.Module):
@@ -77,7 +108,7 @@ class TwoTower(nn.Module):
         self.config = config
         self.center = Centering(dim_img, config["center_features"])
         self.image = HashHead(dim_img, config["img_hidden"], config["bits"])
-        self.text = HashHead(dim_txt, config["txt_hidden"], config["bits"])
+        self.text = HashHead(dim_txt, config["txt_hidden"], config["bits"], bow_input=True)
 
     def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
         self.center.fit(img)
