@@ -101,7 +101,8 @@ _MASK = (1 << FIELD) - 1
 
 @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=True)
 def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
-    """Both passes for every query. Returns per query: histograms of all/relevant items per
+    """Both passes for every query; database codes and labels come word-major, (words, n), so
+    every loop of pass 1 reads contiguous memory. Returns per query: histograms of all/relevant items per
     distance (nq, K+1), Σ precision at hits within the top k and their count, Σ precision at all
     hits, and the hits within each cutoff of ``cutoffs`` (index-ordered ties throughout).
 
@@ -111,7 +112,7 @@ def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
     branch (relevance is random: a branch would mispredict a third of the time). Indices are
     unsigned, so no negative-index wraparound is compiled in.
     """
-    nq, n_db = q_codes.shape[0], db_codes.shape[0]
+    nq, n_db = q_codes.shape[0], db_codes.shape[1]
     nb = n_bits + 1
     hist_all = np.zeros((nq, nb), np.int64)
     hist_rel = np.zeros((nq, nb), np.int64)
@@ -135,12 +136,12 @@ def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
             for w in range(q_codes.shape[1]):
                 qw = q_codes[q, w]
                 for j in range(n_db):
-                    key[j] += np.uint32(popcount(qw ^ db_codes[j, w]))
+                    key[j] += np.uint32(popcount(qw ^ db_codes[w, j]))
             shared[:] = 0
             for w in range(q_labels.shape[1]):
                 lw = q_labels[q, w]
                 for j in range(n_db):
-                    shared[j] |= (lw & db_labels[j, w]) != 0
+                    shared[j] |= (lw & db_labels[w, j]) != 0
             for j in range(n_db):
                 key[j] = (key[j] << np.uint32(1)) | np.uint32(shared[j])
             # pass 2, in index order: an item's place within its distance bucket; the final
@@ -194,8 +195,9 @@ def evaluate(q_codes: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db
     kk = min(k, n_db)
     cutoffs = np.array([p for p in p_at if p <= n_db], np.int64)
     hist_all, hist_rel, sum_k, hits_k, sum_all, hits_at = _scan(
-        pack_words(to_bits(q_codes)), pack_words(to_bits(db_codes)), pack_words(np.asarray(q_labels) > 0),
-        pack_words(np.asarray(db_labels) > 0), n_bits, kk, cutoffs, numba.get_num_threads())
+        pack_words(to_bits(q_codes)), np.ascontiguousarray(pack_words(to_bits(db_codes)).T),
+        pack_words(np.asarray(q_labels) > 0), np.ascontiguousarray(pack_words(np.asarray(db_labels) > 0).T),
+        n_bits, kk, cutoffs, numba.get_num_threads())
     ap_k = np.where(hits_k > 0, sum_k / np.maximum(hits_k, 1), 0.0)
     result = {f"map@{k}": float(ap_k.mean())}
     if not full:
