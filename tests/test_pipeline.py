@@ -94,6 +94,50 @@ def test_kill_9_then_resume(synth_dir, synth_cache, tmp_path):
                                   Cache.open(synth_cache).read("image/cfrh-tiny-vit__none"))
 
 
+KILL_AFTER = (
+    "import os, signal, sys, threading, time\n"
+    "from cfrh_cache.pipeline import build_features\n"
+    "delay = float(sys.argv[1])\n"
+    "if delay > 0:\n"
+    "    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL))\n"
+    "    timer.daemon = True\n"
+    "    timer.start()\n"
+    "start = time.perf_counter()\n"
+    "build_features('synth', sys.argv[2], sys.argv[3], chunk_rows=32, model='cfrh-tiny-vit', pretrained='none',"
+    " workers=0, batch_size=16, progress=False)\n"
+    "print(time.perf_counter() - start)\n")
+
+
+def test_kill_9_at_random_moments_then_resume(synth_dir, synth_cache, tmp_path):
+    """SIGKILL at seeded random moments of a whole stage-1 run (source reading, texts, split, chunk
+    and metadata writes), then again during the rerun, then a rerun to the end: the cache equals
+    an uninterrupted one, array by array, and verifies. Four rounds, each from an empty folder."""
+    def run(delay: float, out):
+        return subprocess.run([sys.executable, "-c", KILL_AFTER, str(delay), str(synth_dir), str(out)],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    timed = run(0, tmp_path / "timed")  # how long the work takes after the imports
+    assert timed.returncode == 0, timed.stderr
+    duration = float(timed.stdout.split()[-1])
+    reference = Cache.open(tmp_path / "timed" / "synth")
+    names = reference.names(complete_only=True)
+    assert "image/cfrh-tiny-vit__none" in names
+    rng = np.random.default_rng(7)
+    first_kills = []
+    for round_ in range(4):
+        out = tmp_path / f"round{round_}"
+        first_kills.append(run(rng.uniform(0.02, 0.9) * duration, out).returncode)
+        assert run(rng.uniform(0.02, 0.9) * duration, out).returncode in (0, -9)  # the rerun may finish first
+        assert run(0, out).returncode == 0
+        killed = Cache.open(out / "synth")
+        assert killed.names(complete_only=True) == names
+        for name in names:
+            np.testing.assert_array_equal(killed.read(name), reference.read(name), err_msg=f"round {round_}: {name}")
+        assert verify(out / "synth") == []
+    assert first_kills.count(-9) >= 3, first_kills  # the signal did land mid-run
+    np.testing.assert_array_equal(reference.read("image/cfrh-tiny-vit__none"),
+                                  Cache.open(synth_cache).read("image/cfrh-tiny-vit__none"))
+
+
 def test_split_change_needs_resplit(synth_dir, synth_cache, tmp_path):
     build_features("synth", synth_dir, tmp_path, chunk_rows=64, **TINY)
     with pytest.raises(CacheError, match="pass --resplit"):
