@@ -101,10 +101,10 @@ _MASK = (1 << FIELD) - 1
 
 @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath=True)
 def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
-    """Both passes for every query; database codes and labels come word-major, (words, n), so
-    every loop of pass 1 reads contiguous memory. Returns per query: histograms of all/relevant items per
+    """Both passes for every query. Returns per query: histograms of all/relevant items per
     distance (nq, K+1), Σ precision at hits within the top k and their count, Σ precision at all
     hits, and the hits within each cutoff of ``cutoffs`` (index-ordered ties throughout).
+    Database codes and labels come word-major, (words, n): pass 1 reads contiguous memory.
 
     Written for the compiler: each worker allocates its buffers once; pass 1 is vectorised
     loops; the walk does one read-modify-write per item, of one word per distance holding both

@@ -39,11 +39,12 @@ def mlp(dim_in: int, hidden: list[int], dim_out: int, bow_input: bool = False) -
     """Linear → ReLU → … → Linear; ``hidden=[]`` is one linear layer (a hash layer on a frozen
     feature). ``bow_input``: the first layer is a ``BowLinear``."""
     layers, width = [], dim_in
-    for h in [*hidden, dim_out]:
-        layers.append(BowLinear(width, h) if bow_input and not layers else nn.Linear(width, h))
-        layers.append(nn.ReLU(inplace=True))
+    for i, h in enumerate([*hidden, dim_out]):
+        if i > 0:
+            layers.append(nn.ReLU(inplace=True))
+        layers.append(BowLinear(width, h) if bow_input and i == 0 else nn.Linear(width, h))
         width = h
-    return nn.Sequential(*layers[:-1])
+    return nn.Sequential(*layers)
 
 
 class HashHead(nn.Module):
