@@ -120,6 +120,7 @@ class Index:
     """A loaded index folder: hash new queries with the stored model and search the codes."""
 
     def __init__(self, folder: str | Path, device: str = "cpu"):
+        from cfrh_cache import __version__
         from cfrh_train.methods import build
         self.folder = Path(folder)
         if not (self.folder / "index.json").is_file():
@@ -128,11 +129,17 @@ class Index:
         saved = torch.load(self.folder / "model.pt", map_location="cpu", weights_only=False)
         self.device = torch.device(device)
         self.method = build(saved["method"], saved["config"], *saved["dims"])
-        missing, unexpected = self.method.load_state_dict(saved["state"], strict=False)
+        redo = (f"the index was written by cfrh {self.meta.get('cfrh_version', '?')}; this is cfrh {__version__}: "
+                "write it again with `cfrh-train ... --export`")
+        try:
+            missing, unexpected = self.method.load_state_dict(saved["state"], strict=False)
+        except RuntimeError as err:  # shapes changed, e.g. 0.2's BoW layers store their weight transposed
+            detail = " ".join(str(err).split())
+            raise ValueError(f"{self.folder}/model.pt does not fit method {saved['method']!r}: {detail} {redo}") from None
         left = [k for k in missing if not any(t in k for t in TRAINING_ONLY)]
         if left or unexpected:
             raise ValueError(f"{self.folder}/model.pt does not fit method {saved['method']!r}: "
-                             f"missing {left}, unexpected {unexpected}")
+                             f"missing {left}, unexpected {unexpected}; {redo}")
         self.method.to(self.device).eval()
         codes = np.load(self.folder / "codes.npz")
         self.codes = {m: codes[m] for m in MODALITIES}

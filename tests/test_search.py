@@ -85,6 +85,22 @@ def test_index_refuses_a_rebuilt_cache(exported):
         index.describe([0])
 
 
+def test_index_of_an_older_layout_says_to_export_again(exported, tmp_path):
+    """0.1 stored the BoW layer's weight as nn.Linear does, (out, vocabulary): a clear error, not a crash."""
+    import shutil
+    old = tmp_path / "index"
+    shutil.copytree(exported / "index", old)
+    saved = torch.load(old / "model.pt", weights_only=False)
+    key = next(k for k in saved["state"] if k.startswith("text.") and k.endswith("net.0.weight"))
+    saved["state"][key] = saved["state"][key].t().contiguous()
+    torch.save(saved, old / "model.pt")
+    meta = json.loads((old / "index.json").read_text())
+    (old / "index.json").write_text(json.dumps({**meta, "cfrh_version": "0.1.0"}))
+    with pytest.raises(ValueError, match=r"model.pt does not fit method 'cfrh'.*size mismatch.*"
+                                         r"written by cfrh 0.1.0.*--export"):
+        Index(old)
+
+
 def test_search_equals_brute_force_over_the_index(exported):
     index = Index(exported / "index")
     codes = np.load(exported / "codes.npz")
