@@ -251,7 +251,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results.json")
     parser.add_argument("--bits", default="16 32 64 128")
-    parser.add_argument("--train-bits", default="32")
+    parser.add_argument("--train-bits", default="16 32 64 128")
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch", type=int, default=64)
