@@ -128,6 +128,7 @@ def bench_trainer(n=5000, dim=512, vocab=1386, bits=32, words=10):
     fed by a per-item DataLoader). Ratios: whole (peer / ours) and loop only."""
     from cfrh_train.config import load
     from cfrh_train.methods import build
+    from cfrh_train.methods.nets import sgd
     rng = np.random.default_rng(0)
     img = torch.from_numpy(rng.normal(size=(n, dim)).astype(np.float32))
     txt = torch.from_numpy((rng.random((n, vocab)) < words / vocab).astype(np.float32))
@@ -140,10 +141,7 @@ def bench_trainer(n=5000, dim=512, vocab=1386, bits=32, words=10):
             method = peer_style(method)
         method.fit(img, txt)
         method.set_epoch(0)
-        optimizer = method.optimizer() if not peer else torch.optim.SGD(
-            [{"params": method.image.parameters(), "lr": config["lr_img"]},
-             {"params": method.text.parameters(), "lr": config["lr_txt"]}],
-            momentum=config["momentum"], weight_decay=config["weight_decay"], foreach=False)
+        optimizer = sgd(method.image, method.text, config, fused=not peer)
         t = time.perf_counter()
         for bi, bt in batches():
             terms = method.loss(bi, bt)

@@ -172,7 +172,9 @@ def _scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, workers):
                 s_all += precision
                 s_k += precision if inside else 0.0
                 h_k += 1 if inside else 0
-            at_rank[:] = 0  # relevant items at each rank up to the largest cutoff (few: a rare branch)
+            # relevant items at each rank up to the largest cutoff (few: a rare branch), in a loop
+            # of its own so that the one above vectorises
+            at_rank[:] = 0
             for i in range(m):
                 rank = start[np.int64(found[i] >> (field + field))] + np.int64(found[i] & mask)
                 if rank <= max_cut:

@@ -64,11 +64,12 @@ def sqrt_alpha(epoch: int) -> float:
     return math.sqrt(epoch + 1)
 
 
-def sgd(img: nn.Module, txt: nn.Module, config: dict) -> torch.optim.Optimizer:
-    """SGD with separate image/text learning rates (DJSRH, JDSH, CAGAN, DGCPN). Fused on CPU and
-    CUDA: one pass over each weight for decay, momentum and step, instead of three; at batch
-    32 the step of the wide layers otherwise costs as much as their products."""
-    fused = all(p.device.type in ("cpu", "cuda") for p in [*img.parameters(), *txt.parameters()])
+def sgd(img: nn.Module, txt: nn.Module, config: dict, fused: bool | None = None) -> torch.optim.Optimizer:
+    """SGD with separate image/text learning rates (DJSRH, JDSH, CAGAN, DGCPN). Fused (the default
+    where the weights are on CPU or CUDA): one pass over each weight for decay, momentum and step,
+    instead of three; at batch 32 the step of the wide layers otherwise costs as much as their products."""
+    if fused is None:
+        fused = all(p.device.type in ("cpu", "cuda") for p in [*img.parameters(), *txt.parameters()])
     return torch.optim.SGD([{"params": img.parameters(), "lr": config["lr_img"]},
                             {"params": txt.parameters(), "lr": config["lr_txt"]}],
                            momentum=config["momentum"], weight_decay=config["weight_decay"], fused=fused)
