@@ -225,7 +225,7 @@ def bench_stage2(bits_list, epochs=None):
 
 def bench_stage1(model: str, n: int, batch: int, workers: int):
     """Pipeline images/s vs bare forward on the same model, batch and device."""
-    from cfrh_cache.encode import load_encoder
+    from cfrh.encoders import load_encoder
     from cfrh_cache.pipeline import build_features
     from cfrh_cache.readers.synth import make_synth
     with tempfile.TemporaryDirectory() as tmp:

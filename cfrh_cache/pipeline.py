@@ -8,20 +8,35 @@ give each process of a torchrun job a disjoint set of chunks of the same store.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
-from cfrh_cache.encode import Encoder, batch_loader, load_encoder, sha256_file
+from cfrh.devices import check_device_name
+from cfrh.encoders import Encoder, load_encoder
+from cfrh.errors import CacheError, ConfigError, DataError
+from cfrh.fsio import sha256_file
+from cfrh.images import DECODE
+from cfrh.text import TOKENIZER, bag_of_words, build_vocabulary
+from cfrh_cache.loader import batch_loader
 from cfrh_cache.readers import Source, read_dataset
-from cfrh_cache.splits import make_split
-from cfrh_cache.store import CHUNK_ROWS, Cache, CacheError, ChunkedArray
-from cfrh_cache.text import bag_of_words, build_vocabulary
+from cfrh_cache.splits import PROTOCOLS, make_split
+from cfrh_cache.store import CHUNK_ROWS, Cache, ChunkedArray
 
 log = logging.getLogger(__name__)
 
@@ -61,91 +76,280 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f} img/s" if speed else "– img/s", style="cyan")
 
 
-def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cache", model: str = "ViT-B-32",
-                   pretrained: str | None = "openai", batch_size: int = 256, workers: int = 2,
-                   device: str = "auto", protocol: str = "djsrh", seed: int = 0, vocab_size: int = 2000,
-                   min_df: int = 2, resplit: bool = False, chunk_rows: int = CHUNK_ROWS, progress: bool = True,
-                   rank: int = 0, ranks: int = 1, barrier=None, max_chunks: int | None = None) -> FeatureReport:
-    """Write (or finish) ``cache_dir/<dataset>``. Every step skips what a previous run completed.
+@dataclass(frozen=True)
+class FeatureOptions:
+    """What a user chooses for stage 1 (``cfrh-cache features``'s options), checked on creation."""
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+    batch_size: int = 256
+    workers: int = 2
+    device: str = "auto"
+    protocol: str = "djsrh"
+    seed: int = 0
+    vocab_size: int = 2000
+    min_df: int = 2
+    resplit: bool = False
+    rebuild: bool = False
+    chunk_rows: int = CHUNK_ROWS
+    progress: bool = True
+    image_layout: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("batch_size", 1), ("workers", 0), ("vocab_size", 1), ("min_df", 1), ("chunk_rows", 1),
+                          ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r}: expected an integer ≥ {low}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"--protocol {self.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        check_device_name(self.device)
+
+    def vocabulary_params(self) -> dict:
+        return {"max_size": self.vocab_size, "min_df": self.min_df, "tokenizer": TOKENIZER}
+
+
+def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cache",
+                   options: FeatureOptions | None = None, *, rank: int = 0, ranks: int = 1, barrier=None,
+                   max_chunks: int | None = None) -> FeatureReport:
+    """Write (or finish) ``cache_dir/<dataset>``. Every step skips what a previous run completed
+    from the same inputs; an array made from other inputs (a changed file, other vocabulary
+    options, other weights) is refused, or with ``rebuild`` made anew in a staging folder that
+    replaces the cache only once it is complete (so a failed rebuild loses nothing).
 
     ``max_chunks`` stops after that many image chunks (to test resumption); ``barrier`` is called
     between the phases of a multi-process run so rank 0 alone writes the shared arrays.
     """
-    source = read_dataset(dataset, root)
-    path = Path(cache_dir) / dataset
-    written: list[str] = []
-    encoder = load_encoder(model, pretrained, device, seed)
+    opts = options or FeatureOptions()
+    source = read_dataset(dataset, root, opts.image_layout)
+    final = Path(cache_dir) / dataset
+    encoder = load_encoder(opts.model, opts.pretrained, opts.device, opts.seed)
     name = f"image/{encoder.tag}"
-    if rank == 0:  # the shared arrays, and the feature array itself, exist before any rank encodes
+    files = _source_files(source, _previous_files(final))
+    wanted = made_from(source, files, opts, encoder)
+    path, written = final, []
+    if rank == 0:
+        stale = _stale(final, source.n, dataset, wanted)
+        if stale and not opts.rebuild:
+            raise CacheError(f"{final}: " + "; ".join(stale) + ". Pass --rebuild to rebuild what changed (the cache "
+                             "stays as it is until the rebuild is complete), or use another --cache-dir")
+        if opts.rebuild:
+            path = _staging(final, source.n, dataset, wanted)
         cache = Cache.create(path, dataset, source.n)
-        cache.update_attrs(root=str(Path(root).resolve()))  # where search tools find paths and raw texts
-        written += _write_tables(cache, source, protocol, seed, vocab_size, min_df, resplit)
-        if not cache.has(name):
-            cache.chunked(name, (source.n, encoder.dim), np.float16, {}, chunk_rows)
+        cache.update_attrs(root=str(Path(root).resolve()), source_files=files, source_notes=source.notes,
+                           images=source.images.place())
+        written += _write_tables(cache, source, opts, wanted)
+        _feature_array(cache, name, (source.n, encoder.dim), wanted[name], opts.chunk_rows)
     if barrier:
         barrier()
+    path = _staging_path(final) if opts.rebuild else final
     cache = Cache.open(path, mode="a")
-    target = None if cache.has(name) else cache.chunked(name, (source.n, encoder.dim), np.float16, {}, chunk_rows)
-    stats = encode_images(target, source, encoder, batch_size, workers, progress, rank, ranks, max_chunks)
+    target = _feature_array(cache, name, (source.n, encoder.dim), wanted[name], opts.chunk_rows)
+    stats = encode_images(target, source, encoder, opts.batch_size, opts.workers, opts.progress, rank, ranks,
+                          max_chunks)
     if barrier:
         barrier()
     if rank == 0 and target is not None and not target.pending():
         target.finish(encoder.attrs)
         encoders = cache.attrs.get("encoders", {})
-        encoders[encoder.tag] = {**encoder.attrs, "encode_stats": stats.as_dict(), "batch_size": batch_size,
+        encoders[encoder.tag] = {**encoder.attrs, "encode_stats": stats.as_dict(), "batch_size": opts.batch_size,
                                  "device": str(encoder.device), "ranks": ranks}
         cache.update_attrs(encoders=encoders)
         written.append(name)
-    return FeatureReport(path, dataset, source.n, encoder.tag, stats, written, source.notes)
+    if rank == 0 and opts.rebuild and cache.has(name):
+        _swap(path, final)
+    return FeatureReport(final, dataset, source.n, encoder.tag, stats, written, source.notes)
 
 
-def _write_tables(cache: Cache, source: Source, protocol: str, seed: int, vocab_size: int, min_df: int,
-                  resplit: bool) -> list[str]:
-    """Labels, texts, split and provenance: small, written whole, each skipped once complete."""
+def made_from(source: Source, files: list[dict], opts: FeatureOptions, encoder: Encoder) -> dict[str, dict]:
+    """What each array of the cache is made from: the checksums of its source files and the
+    options that shape it. Stored in the array's attributes; an array is reused only while equal."""
+    sha = {f["path"]: f["sha256"] for f in files}
+    role = lambda r: {Path(p).name: sha[str(Path(p).resolve())] for p in source.files_for(r)}
+    images = {"<image files>": sha["<image files>"]} if source.images.kind == "file" else role("images")
+    labels = {"files": role("labels")}
+    texts = {"files": role("texts"), **({} if source.bow is not None else {"vocabulary": opts.vocabulary_params()})}
+    return {"labels": labels, "text": texts, "raw": {"texts": role("texts"), "images": images},
+            "split": {"labels": labels, "protocol": opts.protocol, "seed": opts.seed},
+            f"image/{encoder.tag}": {"images": images, "encoder": _encoder_identity(encoder.attrs),
+                                     "decode": DECODE if source.images.kind == "file" else "array (uint8)"}}
+
+
+def _encoder_identity(attrs: dict) -> dict:
+    keep = ("model", "pretrained", "weights_sha256", "random_init_seed", "preprocessing", "dim")
+    return {k: attrs[k] for k in keep if k in attrs}
+
+
+ARRAYS_OF = {"labels": ("labels",), "text": ("text/bow", *(f"text/bow_csr/{k}" for k in ("data", "indices", "indptr"))),
+             "split": ("split/query", "split/database", "split/train", "split/val"),
+             "raw": ("text/raw/utf8", "text/raw/offsets", "meta/image_path/utf8", "meta/image_path/offsets")}
+
+
+def _arrays_of(key: str) -> tuple[str, ...]:
+    return ARRAYS_OF.get(key, (key,))
+
+
+def _describe_change(old: dict | None, new: dict, prefix: str = "") -> str:
+    """The first difference between two provenance records, in words."""
+    if old is None:
+        return "it was made by an older cfrh that did not record its inputs"
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            return _describe_change(a, b, f"{prefix}{key} ")
+        short = lambda v: (v[:12] + "…") if isinstance(v, str) and len(v) == 64 else v
+        return f"{prefix}{key}: {short(a)} then, {short(b)} now"
+    return "its inputs differ"
+
+
+def _review(cache: Cache, wanted: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """The complete arrays that were made from these inputs, and why the others were not. Other
+    encoders' features count as valid while made from the same images."""
+    valid, stale = [], []
+    images = next(record["images"] for key, record in wanted.items() if key.startswith("image/"))
+    for name in cache.names(complete_only=True):
+        key = next((k for k in wanted if name in _arrays_of(k)), None)
+        record = cache.array(name).attrs.get("made_from")
+        if key is not None:
+            ok = record == wanted[key] or (key == "split" and _only_protocol_changed(record, wanted[key]))
+            why = _describe_change(record, wanted[key])
+        elif name.startswith("image/"):
+            ok = record is not None and record.get("images") == images
+            why = _describe_change(None if record is None else record.get("images"), images, "images ")
+        else:
+            continue
+        (valid if ok else stale).append(name if ok else f"{name} was made from other inputs ({why})")
+    return valid, stale
+
+
+def _stale(path: Path, n: int, dataset: str, wanted: dict[str, dict]) -> list[str]:
+    """Why complete arrays of an existing cache were made from other inputs (empty: none were)."""
+    if not (path / "zarr.json").is_file():
+        return []
+    try:
+        cache = Cache.create(path, dataset, n)
+    except CacheError as exc:  # another format, dataset or size
+        return [str(exc).split(": ", 1)[1].split(";")[0]]
+    return _review(cache, wanted)[1]
+
+
+def _only_protocol_changed(old: dict | None, new: dict) -> bool:
+    """The split was drawn from the same labels under another protocol or seed (``--resplit``)."""
+    return old is not None and old.get("labels") == new["labels"]
+
+
+def _staging_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.rebuild")
+
+
+def _staging(final: Path, n: int, dataset: str, wanted: dict[str, dict]) -> Path:
+    """A folder beside the cache to rebuild in: arrays still valid are copied over from the cache,
+    what an interrupted rebuild left is resumed. The cache itself is not touched."""
+    staging = _staging_path(final)
+    if not (final / "zarr.json").is_file():
+        return staging
+    if not (staging / "zarr.json").is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            old = Cache.open(final)
+        except CacheError:  # another format: nothing in it can be reused
+            return staging
+        new = Cache.create(staging, dataset, n)
+        attrs = {k: v for k, v in old.attrs.items() if k not in ("created", "updated", "format_version", "cfrh_version")}
+        keep = _review(old, wanted)[0]
+        for name in keep:
+            shutil.copytree(old.path / name, staging / name, dirs_exist_ok=True)
+        tags = {name.split("/", 1)[1] for name in keep if name.startswith("image/")}
+        attrs["encoders"] = {t: e for t, e in attrs.get("encoders", {}).items() if t in tags}
+        new.update_attrs(**attrs)
+    return staging
+
+
+def _swap(staging: Path, final: Path) -> None:
+    """Put a complete rebuild in the cache's place: two renames, the old cache deleted last."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_tables(cache: Cache, source: Source, opts: FeatureOptions, wanted: dict[str, dict]) -> list[str]:
+    """Labels, texts, split: small, written whole, each skipped while complete and made from the
+    same inputs (``_stale`` refused the others before, outside a rebuild)."""
     written = []
-    cache.update_attrs(source_files=_source_files(source, cache.attrs.get("source_files", [])),
-                       source_notes=source.notes)
-    if not cache.has("labels"):
-        cache.write("labels", source.labels, {"label_names": source.label_names or []})
+    if not _fresh(cache, "labels", wanted["labels"]):
+        cache.write("labels", source.labels, {"label_names": source.label_names or [], "made_from": wanted["labels"]})
         written.append("labels")
-    elif not np.array_equal(cache.read("labels"), source.labels):
-        raise CacheError(f"{cache.path}: stored labels differ from {source.files}; the source changed since the "
-                         "cache was written: use another --cache-dir or delete the cache")
-    if not (cache.has("text/bow") or cache.has("text/bow_csr/indptr")):
+    if not (_fresh(cache, "text/bow", wanted["text"]) or _fresh(cache, "text/bow_csr/indptr", wanted["text"])):
+        written.append("text")
         if source.bow is not None:
-            cache.write_bow(source.bow, {"source": "shipped with the dataset", "vocabulary": source.vocabulary or []})
+            cache.write_bow(source.bow, {"source": "shipped with the dataset", "vocabulary": source.vocabulary or [],
+                                         "made_from": wanted["text"]})
             cache.update_attrs(vocabulary={"source": "shipped", "size": int(source.bow.shape[1]),
                                            "words": source.vocabulary or []})
         else:
-            words = build_vocabulary(source.texts, vocab_size, min_df)
+            words = build_vocabulary(source.texts, opts.vocab_size, opts.min_df)
             bow = bag_of_words(source.texts, words)
             empty = np.flatnonzero(np.diff(bow.indptr) == 0)
             if empty.size:
                 log.warning("%d texts have no vocabulary word (rows %s…)", empty.size, empty[:5].tolist())
-            cache.write_bow(bow, {"source": "built here", "vocabulary": words})
-            cache.update_attrs(vocabulary={"source": "built", "size": len(words), "min_df": min_df,
-                                           "max_size": vocab_size, "words": words,
+            cache.write_bow(bow, {"source": "built here", "vocabulary": words, "made_from": wanted["text"]})
+            cache.update_attrs(vocabulary={"source": "built", "size": len(words), "min_df": opts.min_df,
+                                           "max_size": opts.vocab_size, "tokenizer": TOKENIZER, "words": words,
                                            "rows_without_words": int(empty.size)})
-        written.append("text")
+    raw = {"text/raw": source.texts, "meta/image_path": source.image_paths}  # what search shows of a hit
+    for name, strings in raw.items():
+        if strings is not None and not _fresh(cache, f"{name}/offsets", wanted["raw"]):
+            cache.write_strings(name, strings, {"made_from": wanted["raw"]})
+            written.append(name)
     stored = cache.attrs.get("split")
     if stored and all(cache.has(f"split/{k}") for k in ("query", "database", "train", "val")):
-        if (stored["protocol"], stored["seed"]) == (protocol, seed):
+        record = cache.array("split/query").attrs.get("made_from")
+        if record == wanted["split"]:
             return written
-        if not resplit:
+        if (stored["protocol"], stored["seed"]) != (opts.protocol, opts.seed) and not opts.resplit and \
+                _only_protocol_changed(record, wanted["split"]):
             raise CacheError(f"{cache.path}: holds split {stored['protocol']}/seed {stored['seed']}, you asked for "
-                             f"{protocol}/seed {seed}; pass --resplit to replace it (runs on the old split stay valid "
-                             "only for it) or use another --cache-dir")
-    split = make_split(source.labels, source.dataset, protocol, seed, source.fixed_split, source.reference_n)
+                             f"{opts.protocol}/seed {opts.seed}; pass --resplit to replace it (runs and checkpoints "
+                             "made on the old split are then retrained, never reused) or use another --cache-dir")
+    split = make_split(source.labels, source.dataset, opts.protocol, opts.seed, source.fixed_split, source.reference_n)
     for key in ("query", "database", "train", "val"):
-        cache.write(f"split/{key}", getattr(split, key).astype(np.int64))
+        cache.write(f"split/{key}", getattr(split, key).astype(np.int64), {"made_from": wanted["split"]})
     cache.update_attrs(split=split.describe())
     written.append("split")
     return written
 
 
+def _fresh(cache: Cache, name: str, record: dict) -> bool:
+    """Complete, and made from exactly these inputs."""
+    return cache.has(name) and cache.array(name).attrs.get("made_from") == record
+
+
+def _feature_array(cache: Cache, name: str, shape: tuple[int, int], record: dict, chunk_rows: int):
+    """None when the features are complete from these inputs; else the array to fill, resumed
+    where an interrupted run from the same inputs left it, begun anew otherwise."""
+    same = name in cache.group and cache.group[name].attrs.get("made_from") == record
+    if same and cache.has(name):
+        return None
+    return cache.chunked(name, shape, np.float16, {"made_from": record}, chunk_rows, resume=same)
+
+
+def _previous_files(path: Path) -> list[dict]:
+    try:
+        return Cache.open(path).attrs.get("source_files", []) if (path / "zarr.json").is_file() else []
+    except CacheError:
+        return []
+
+
 def _source_files(source: Source, previous: list[dict]) -> list[dict]:
-    """Name, size and sha256 of each source file; a checksum is reused while size and mtime agree."""
-    known = {(p["path"], p["size"], p.get("mtime")): p["sha256"] for p in previous}
+    """Name, size and sha256 of each source file; a checksum is reused while size and mtime agree.
+    Image files (manifest, raw COCO, WIKI) get one entry: their count, total size and one sha256
+    over their contents in row order (re-read only when the listing of paths, sizes and times changed)."""
+    known = {(p.get("path"), p.get("size"), p.get("mtime")): p["sha256"] for p in previous if "sha256" in p}
     out = []
     for f in source.files:
         stat = f.stat()
@@ -153,9 +357,24 @@ def _source_files(source: Source, previous: list[dict]) -> list[dict]:
         sha = known.get(key) or sha256_file(f)
         out.append({"name": f.name, "path": key[0], "size": stat.st_size, "mtime": stat.st_mtime, "sha256": sha})
     if source.images.kind == "file":
-        sizes = [p.stat().st_size for p in source.images.paths]
-        out.append({"name": "<image files>", "count": len(sizes), "size": int(sum(sizes))})
+        listing = hashlib.sha256()
+        stats = [p.stat() for p in source.images.paths]
+        for p, st in zip(source.images.paths, stats):
+            listing.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        entry = {"name": "<image files>", "path": "<image files>", "count": len(stats),
+                 "size": int(sum(st.st_size for st in stats)), "mtime": listing.hexdigest()}
+        sha = known.get((entry["path"], entry["size"], entry["mtime"])) or image_files_digest(source.images.paths)
+        out.append({**entry, "sha256": sha})
     return out
+
+
+def image_files_digest(paths: list[Path]) -> str:
+    """One sha256 over image files' names and contents, in row order."""
+    content = hashlib.sha256()
+    for p in paths:
+        content.update(f"{Path(p).name}\0".encode())
+        content.update(bytes.fromhex(sha256_file(p)))
+    return content.hexdigest()
 
 
 def encode_images(target: ChunkedArray | None, source: Source, encoder: Encoder, batch_size: int, workers: int,
@@ -204,7 +423,7 @@ def _check_finite(features: np.ndarray, rows: tuple[int, int], dataset: str) -> 
     bad = ~np.isfinite(features).all(axis=1)
     if bad.any():
         where = (np.flatnonzero(bad) + rows[0])[:10].tolist()
-        raise FloatingPointError(f"{dataset}: the encoder produced NaN/Inf features for rows {where}; "
+        raise DataError(f"{dataset}: the encoder produced NaN/Inf features for rows {where}; "
                                  "check those images (all-black/corrupt?) and the weights; nothing was written "
                                  "for this chunk")
 

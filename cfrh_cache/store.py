@@ -10,23 +10,17 @@ run redoes only the chunks not flagged, and a chunk is flagged only after its da
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse
 import zarr
 
+from cfrh.errors import CacheError
+from cfrh.fsio import now
+
 FORMAT_VERSION = 1
 CHUNK_ROWS = 1024
-
-
-class CacheError(RuntimeError):
-    """A cache that cannot be used as asked: names the cache, the array and what was expected."""
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def array_sha256(array: zarr.Array, rows: int = 16384) -> str:
@@ -65,7 +59,7 @@ class Cache:
                 raise CacheError(f"{path}: holds dataset {cache.attrs.get('dataset')!r} with n={cache.attrs.get('n')}, "
                                  f"not {dataset!r} with n={n}; use another --cache-dir or delete it")
             return cache
-        from cfrh_cache import __version__
+        from cfrh import __version__
         group = zarr.open_group(path, mode="a", zarr_format=3)
         group.attrs.update({"dataset": dataset, "n": n, "format_version": FORMAT_VERSION,
                             "cfrh_version": __version__, "created": now()})
@@ -113,6 +107,17 @@ class Cache:
         shape = tuple(self.array("text/bow_csr/indptr").attrs["shape"])
         return scipy.sparse.csr_array((data, indices, indptr), shape=shape)
 
+    def read_strings(self, name: str, rows=None) -> list[str]:
+        """Strings written by ``write_strings`` (all, or only ``rows``, reading only those bytes)."""
+        offsets, data = self.array(f"{name}/offsets"), self.array(f"{name}/utf8")
+        if rows is None:
+            ends, blob = offsets[...], data[...].tobytes()
+            return [blob[a:b].decode("utf-8") for a, b in zip(ends[:-1], ends[1:])]
+        rows = np.asarray(rows, np.int64)
+        starts = offsets.get_orthogonal_selection((rows,))
+        stops = offsets.get_orthogonal_selection((rows + 1,))
+        return [data[int(a):int(b)].tobytes().decode("utf-8") if b > a else "" for a, b in zip(starts, stops)]
+
     def split(self) -> dict[str, np.ndarray]:
         return {k: self.read(f"split/{k}") for k in ("query", "database", "train", "val")}
 
@@ -143,12 +148,21 @@ class Cache:
                                            fill_value=0, overwrite=True)
         return ChunkedArray(array, progress)
 
+    def write_strings(self, name: str, strings: list[str], attrs: dict | None = None) -> None:
+        """One string per row (raw texts, image paths) as UTF-8 bytes and row offsets, chunked like
+        any array, so a reader of a few rows reads only their bytes."""
+        encoded = [s.encode("utf-8") for s in strings]
+        offsets = np.zeros(len(encoded) + 1, np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in encoded])
+        self.write(f"{name}/utf8", np.frombuffer(b"".join(encoded), np.uint8), attrs, chunk_rows=1 << 20)
+        self.write(f"{name}/offsets", offsets, attrs, chunk_rows=1 << 16)
+
     def write_bow(self, bow, attrs: dict) -> None:
         """Dense (N, V) when V is moderate, else the three CSR arrays (``text/bow_csr``)."""
         if scipy.sparse.issparse(bow) and bow.shape[1] > 4096:
             bow = scipy.sparse.csr_array(bow)
             for key in ("data", "indices", "indptr"):
-                extra = {"shape": list(bow.shape), **attrs} if key == "indptr" else {}
+                extra = {"shape": list(bow.shape), **attrs} if key == "indptr" else {"made_from": attrs.get("made_from")}
                 self.write(f"text/bow_csr/{key}", getattr(bow, key), extra, chunk_rows=1 << 20)
             return
         dense = bow.toarray() if scipy.sparse.issparse(bow) else np.asarray(bow)

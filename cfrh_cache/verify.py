@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cfrh_cache.encode import sha256_file
+from cfrh.fsio import sha256_file
 from cfrh_cache.store import Cache, array_sha256
 
 
@@ -41,9 +41,10 @@ def verify(path: str | Path, sources: bool = False) -> list[str]:
             continue
         if array_sha256(array) != array.attrs.get("sha256"):
             problems.append(f"{name}: checksum mismatch: the data changed after it was written")
-        rows_axis = not name.startswith(("split/", "text/bow_csr/"))
-        if rows_axis and array.shape[0] != n:
-            problems.append(f"{name}: {array.shape[0]} rows, the cache has n={n}")
+        rows = n + 1 if name.endswith("/offsets") else None if name.startswith(("split/", "text/bow_csr/")) or \
+            name.endswith("/utf8") else n
+        if rows is not None and array.shape[0] != rows:
+            problems.append(f"{name}: {array.shape[0]} rows, expected {rows} (the cache has n={n})")
     for required in ("labels", "split/query", "split/database", "split/train", "split/val"):
         if required not in names:
             problems.append(f"{required}: missing")
@@ -71,9 +72,26 @@ def verify(path: str | Path, sources: bool = False) -> list[str]:
         for f in cache.attrs.get("source_files", []):
             if "sha256" not in f:
                 continue
+            if f["path"] == "<image files>":
+                problems += _check_image_files(cache, f)
+                continue
             p = Path(f["path"])
             if not p.is_file():
                 problems.append(f"source {p}: not found (cannot re-check)")
             elif p.stat().st_size != f["size"] or sha256_file(p) != f["sha256"]:
                 problems.append(f"source {p}: differs from the file the cache was built from")
     return problems
+
+
+def _check_image_files(cache: Cache, entry: dict) -> list[str]:
+    """Re-hash the image files the cache lists (``meta/image_path``) against their stored digest."""
+    from cfrh_cache.pipeline import image_files_digest
+    if not cache.has("meta/image_path/offsets"):
+        return ["source <image files>: the cache does not list its image paths (older cfrh); cannot re-check"]
+    paths = [Path(p) for p in cache.read_strings("meta/image_path")]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        return [f"source {missing[0]}: not found ({len(missing)} of {len(paths)} image files missing)"]
+    if image_files_digest(paths) != entry["sha256"]:
+        return [f"source <image files> ({len(paths)} files): differ from the images the cache was built from"]
+    return []

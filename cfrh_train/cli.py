@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfrh_cache.store import CacheError
-from cfrh_train.config import ConfigError, load, parse_set
+from cfrh.errors import CacheError, ConfigError
+from cfrh_train.config import load, parse_set
 
 console = Console(soft_wrap=True)
 
@@ -92,7 +92,13 @@ def table_command(
 ) -> None:
     """Train what is missing (reusing finished runs with the same config), then write runs/table.md,
     runs/table.tex and runs/figures/, and print the table."""
-    from cfrh_train.table import PUBLISHED, cached_datasets, ensure_runs, make_table, rich_tables
+    from cfrh_train.table import (
+        PUBLISHED,
+        cached_datasets,
+        ensure_runs,
+        make_table,
+        rich_tables,
+    )
     err = Console(stderr=True, soft_wrap=True)
     try:
         if train:

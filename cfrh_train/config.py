@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cfrh.errors import ConfigError
+
 CONFIGS = Path(__file__).parent / "configs"
 NULLABLE = {"encoder": str}
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def method_names() -> list[str]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from cfrh_cache.store import Cache, CacheError
+from cfrh.errors import CacheError
+from cfrh_cache.store import Cache
 
 
 @dataclass

@@ -88,7 +88,7 @@ def encoder_state(method: torch.nn.Module) -> dict:
 
 def export_index(out: dict, cache_dir: str | Path, dataset: str, folder: str | Path) -> Path:
     """Write the index folder of a finished training (``train(...)``'s output)."""
-    from cfrh_cache import __version__
+    from cfrh import __version__
     from cfrh_cache.store import Cache
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ class Index:
     """A loaded index folder: hash new queries with the stored model and search the codes."""
 
     def __init__(self, folder: str | Path, device: str = "cpu"):
-        from cfrh_cache import __version__
+        from cfrh import __version__
         from cfrh_train.methods import build
         self.folder = Path(folder)
         if not (self.folder / "index.json").is_file():
@@ -149,7 +149,7 @@ class Index:
 
     # -- hashing new queries -------------------------------------------------------------
     def text_vectors(self, texts: list[str]) -> np.ndarray:
-        from cfrh_cache.text import bag_of_words
+        from cfrh.text import bag_of_words
         words = self.meta.get("vocabulary")
         if not words:
             raise ValueError(f"{self.meta['dataset']}: its BoW vocabulary is not known (the dataset shipped BoW "
@@ -160,7 +160,7 @@ class Index:
         """CLIP features of image files, exactly as stage 1 computed the cache's (same model and transform)."""
         from PIL import Image
 
-        from cfrh_cache.encode import load_encoder, pil_geometric
+        from cfrh.encoders import load_encoder, pil_geometric
         if self._encoder is None:
             enc = self.meta["encoder"]
             pretrained = enc.get("pretrained", "none")
@@ -177,7 +177,8 @@ class Index:
 
     def use_weights(self, path: str | Path) -> None:
         """The local weights file the cache was built with (checked by sha256)."""
-        from cfrh_cache.encode import load_encoder, sha256_file
+        from cfrh.encoders import load_encoder
+        from cfrh.fsio import sha256_file
         enc = self.meta["encoder"]
         if sha256_file(Path(path)) != enc.get("weights_sha256"):
             raise ValueError(f"{path}: sha256 differs from the weights the cache was built with "
@@ -204,7 +205,8 @@ class Index:
     def cache(self):
         """The cache the index was built from; refused if it has been rebuilt since (rows may differ)."""
         if self._cache is None:
-            from cfrh_cache.store import Cache, CacheError
+            from cfrh.errors import CacheError
+            from cfrh_cache.store import Cache
             cache = Cache.open(self.meta["cache"])
             if cache.attrs.get("created") != self.meta["cache_created"]:
                 raise CacheError(f"{cache.path}: rebuilt ({cache.attrs.get('created')}) after this index was written "

@@ -70,7 +70,8 @@ def collect_runs(runs_dir: str | Path) -> list[dict]:
 
 def cached_datasets(cache_dir: str | Path) -> list[str]:
     """Datasets under ``cache_dir`` that have complete image features."""
-    from cfrh_cache.store import Cache, CacheError
+    from cfrh.errors import CacheError
+    from cfrh_cache.store import Cache
     names = []
     for group in sorted(Path(cache_dir).glob("*/zarr.json")):
         try:
@@ -254,7 +255,7 @@ def protocol_lines(results: list[dict]) -> list[str]:
 
 
 def render_markdown(blocks: list[Block], protocol: list[str], figures: list[Path], root: Path) -> str:
-    out = [f"# cfrh results", "", f"_Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make table`. "
+    out = ["# cfrh results", "", f"_Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make table`. "
            "Our rows: mean ± std over seeds, best of ours in bold per column. Published rows are other papers' "
            "figures under their own protocol and backbone; mAP@50 and mAP@all are never in one column._"]
     for metric in METRICS:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cfrh_cache.encode import resolve_device
+from cfrh.devices import resolve_device
 from cfrh_train.data import CachedData, load_cache
 from cfrh_train.methods import build
 from cfrh_train.metrics import evaluate
@@ -176,7 +176,7 @@ def versions() -> dict:
 
 
 def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, eval_s, history) -> dict:
-    from cfrh_cache import __version__
+    from cfrh import __version__
     split = data.attrs.get("split", {})
     strip = lambda m: {d: {k: v for k, v in m[d].items() if k != "pr_curve"} for d in ("i2t", "t2i")}
     encoder_attrs = data.attrs.get("encoders", {}).get(data.encoder, {})

@@ -6,10 +6,15 @@ import logging
 
 import pytest
 
-from cfrh_cache.pipeline import build_features
+from cfrh_cache.pipeline import FeatureOptions, build_features
 from cfrh_cache.readers.synth import make_synth
 
 TINY = dict(model="cfrh-tiny-vit", pretrained="none", workers=0, batch_size=16, progress=False)
+
+
+def features(dataset, root, cache_dir, max_chunks=None, **options):
+    """Stage 1 with the tiny random encoder (``options`` override TINY's)."""
+    return build_features(dataset, root, cache_dir, FeatureOptions(**{**TINY, **options}), max_chunks=max_chunks)
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +26,7 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_cache(synth_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
-    build_features("synth", synth_dir, root, chunk_rows=64, **TINY)
+    features("synth", synth_dir, root, chunk_rows=64)
     return root / "synth"
 
 
@@ -30,7 +35,7 @@ def quality_cache(tmp_path_factory):
     """A larger demo cache (1,500 pairs, 12 labels) where learned methods can show what they learn."""
     data = make_synth(tmp_path_factory.mktemp("q"), n=1500, n_labels=12, seed=0, size=64)
     root = tmp_path_factory.mktemp("qc")
-    build_features("synth", data, root, **TINY)
+    features("synth", data, root)
     return root
 
 

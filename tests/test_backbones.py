@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import features
 
-from cfrh_cache.encode import load_encoder
-from cfrh_cache.pipeline import build_features
+from cfrh.encoders import load_encoder
 from cfrh_cache.store import Cache
 from cfrh_train.table import ensure_runs, make_table
-from conftest import TINY
 
 FAMILIES = [
     # (open_clip model, feature dim, how the checkpoint file is laid out)
@@ -48,8 +47,8 @@ def test_make_table_compares_backbones_cached_side_by_side(synth_dir, tmp_path):
     other = load_encoder("cfrh-tiny-vit", "none", "cpu", seed=5)
     weights = tmp_path / "rs-tiny.pt"
     torch.save(other.model.state_dict(), weights)
-    build_features("synth", synth_dir, tmp_path / "cache", chunk_rows=64, **TINY)
-    second = build_features("synth", synth_dir, tmp_path / "cache", chunk_rows=64, **{**TINY, "pretrained": str(weights)})
+    features("synth", synth_dir, tmp_path / "cache", chunk_rows=64)
+    second = features("synth", synth_dir, tmp_path / "cache", chunk_rows=64, pretrained=str(weights))
     tags = sorted(Cache.open(tmp_path / "cache" / "synth").encoders())
     assert tags == sorted(["cfrh-tiny-vit__none", second.encoder_tag])
     runs = tmp_path / "runs"

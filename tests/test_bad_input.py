@@ -8,16 +8,16 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+from conftest import features
 from PIL import Image
 
-from cfrh_cache.matfile import DataError, MatFile, write_mat5
-from cfrh_cache.pipeline import build_features
+from cfrh.errors import CacheError, ConfigError, DataError
+from cfrh_cache.matfile import MatFile, write_mat5
 from cfrh_cache.readers import read_dataset
-from cfrh_cache.store import Cache, CacheError
+from cfrh_cache.store import Cache
 from cfrh_cache.verify import verify
-from cfrh_train.config import ConfigError, load
+from cfrh_train.config import load
 from cfrh_train.train import train
-from conftest import TINY
 
 
 def test_matlab_v4_file_is_refused_with_how_to_resave(tmp_path):
@@ -78,7 +78,7 @@ def test_failed_rebuild_leaves_the_cache_intact(synth_dir, synth_cache, tmp_path
     lall = next(data.rglob("*lall.mat"))
     write_mat5(lall, {"LAll": np.zeros((240, 6), np.uint8)})  # every row without a label
     with pytest.raises(DataError, match=r"240 rows have no label"):
-        build_features("synth", data, cache_root, chunk_rows=64, **TINY)
+        features("synth", data, cache_root, chunk_rows=64)
     assert verify(cache_root / "synth") == []
     after = Cache.open(cache_root / "synth")
     for name, array in before.items():

@@ -5,9 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from cfrh_train.affinity import (coexistent, djsrh, dsdw, dsdw_thresholds, jdsh, knn_graph,
-                                 neighbour_coherence)
-from cfrh_train.config import ConfigError, load
+from cfrh.errors import ConfigError
+from cfrh_train.affinity import (
+    coexistent,
+    djsrh,
+    dsdw,
+    dsdw_thresholds,
+    jdsh,
+    knn_graph,
+    neighbour_coherence,
+)
+from cfrh_train.config import load
 from cfrh_train.losses import dgcpn_loss, djsrh_loss, jdsh_loss, ranking_loss
 from cfrh_train.train import train
 

@@ -6,13 +6,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import features
 
-from cfrh_cache.encode import WeightsUnavailable, load_encoder
-from cfrh_cache.pipeline import build_features
+from cfrh.encoders import load_encoder
+from cfrh.errors import CacheError, WeightsUnavailable
 from cfrh_cache.readers import read_dataset
-from cfrh_cache.store import Cache, CacheError
+from cfrh_cache.store import Cache
 from cfrh_cache.verify import verify
-from conftest import TINY
 
 
 def test_end_to_end_cache(synth_cache, synth_dir):
@@ -47,7 +47,7 @@ def test_features_equal_a_direct_forward(synth_cache, synth_dir):
 
 
 def test_manifest_layout_gives_same_features(synth_dir, synth_cache, tmp_path):
-    build_features("manifest", synth_dir, tmp_path, **TINY)
+    features("manifest", synth_dir, tmp_path)
     a = Cache.open(synth_cache).read("image/cfrh-tiny-vit__none")
     b = Cache.open(tmp_path / "manifest").read("image/cfrh-tiny-vit__none")
     np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)
@@ -56,16 +56,16 @@ def test_manifest_layout_gives_same_features(synth_dir, synth_cache, tmp_path):
 
 
 def test_resume_after_interruption_is_identical(synth_dir, synth_cache, tmp_path):
-    build_features("synth", synth_dir, tmp_path, chunk_rows=64, max_chunks=2, **TINY)
+    features("synth", synth_dir, tmp_path, chunk_rows=64, max_chunks=2)
     cache = Cache.open(tmp_path / "synth")
     with pytest.raises(CacheError, match="incomplete"):
         cache.read("image/cfrh-tiny-vit__none")
     assert any("incomplete" in p for p in verify(tmp_path / "synth"))
-    report = build_features("synth", synth_dir, tmp_path, chunk_rows=64, **TINY)
+    report = features("synth", synth_dir, tmp_path, chunk_rows=64)
     assert report.stats.images == 240 - 128  # only the two missing chunks were encoded
     for name in ("image/cfrh-tiny-vit__none", "labels", "text/bow", "split/query", "split/train"):
         np.testing.assert_array_equal(Cache.open(tmp_path / "synth").read(name), Cache.open(synth_cache).read(name))
-    again = build_features("synth", synth_dir, tmp_path, chunk_rows=64, **TINY)
+    again = features("synth", synth_dir, tmp_path, chunk_rows=64)
     assert again.stats.skipped and again.written == []
 
 
@@ -82,29 +82,29 @@ def test_kill_9_then_resume(synth_dir, synth_cache, tmp_path):
         "    count += 1\n"
         "    if count == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
         "store.ChunkedArray.write_chunk = write_chunk\n"
-        "from cfrh_cache.pipeline import build_features\n"
-        f"build_features('synth', {str(synth_dir)!r}, {str(tmp_path)!r}, chunk_rows=64, model='cfrh-tiny-vit',"
-        " pretrained='none', workers=0, batch_size=16, progress=False)\n")
+        "from cfrh_cache.pipeline import FeatureOptions, build_features\n"
+        f"build_features('synth', {str(synth_dir)!r}, {str(tmp_path)!r}, FeatureOptions(chunk_rows=64, model='cfrh-tiny-vit',"
+        " pretrained='none', workers=0, batch_size=16, progress=False))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert done.returncode == -9
     progress = Cache.open(tmp_path / "synth").group["_progress/image/cfrh-tiny-vit__none"][...]
     assert progress.sum() == 2
-    build_features("synth", synth_dir, tmp_path, chunk_rows=64, **TINY)
+    features("synth", synth_dir, tmp_path, chunk_rows=64)
     np.testing.assert_array_equal(Cache.open(tmp_path / "synth").read("image/cfrh-tiny-vit__none"),
                                   Cache.open(synth_cache).read("image/cfrh-tiny-vit__none"))
 
 
 KILL_AFTER = (
     "import os, signal, sys, threading, time\n"
-    "from cfrh_cache.pipeline import build_features\n"
+    "from cfrh_cache.pipeline import FeatureOptions, build_features\n"
     "delay = float(sys.argv[1])\n"
     "if delay > 0:\n"
     "    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL))\n"
     "    timer.daemon = True\n"
     "    timer.start()\n"
     "start = time.perf_counter()\n"
-    "build_features('synth', sys.argv[2], sys.argv[3], chunk_rows=32, model='cfrh-tiny-vit', pretrained='none',"
-    " workers=0, batch_size=16, progress=False)\n"
+    "build_features('synth', sys.argv[2], sys.argv[3], FeatureOptions(chunk_rows=32, model='cfrh-tiny-vit', pretrained='none',"
+    " workers=0, batch_size=16, progress=False))\n"
     "print(time.perf_counter() - start)\n")
 
 
@@ -139,15 +139,15 @@ def test_kill_9_at_random_moments_then_resume(synth_dir, synth_cache, tmp_path):
 
 
 def test_split_change_needs_resplit(synth_dir, synth_cache, tmp_path):
-    build_features("synth", synth_dir, tmp_path, chunk_rows=64, **TINY)
+    features("synth", synth_dir, tmp_path, chunk_rows=64)
     with pytest.raises(CacheError, match="pass --resplit"):
-        build_features("synth", synth_dir, tmp_path, protocol="ucch", **TINY)
-    build_features("synth", synth_dir, tmp_path, protocol="ucch", resplit=True, **TINY)
+        features("synth", synth_dir, tmp_path, protocol="ucch")
+    features("synth", synth_dir, tmp_path, protocol="ucch", resplit=True)
     assert Cache.open(tmp_path / "synth").attrs["split"]["protocol"] == "ucch"
 
 
 def test_verify_detects_tampering(synth_dir, tmp_path):
-    build_features("synth", synth_dir, tmp_path, chunk_rows=64, **TINY)
+    features("synth", synth_dir, tmp_path, chunk_rows=64)
     cache = Cache.open(tmp_path / "synth", mode="a")
     cache.group["labels"][0] = 1 - cache.group["labels"][0]
     assert any("labels: checksum mismatch" in p for p in verify(tmp_path / "synth"))
@@ -168,14 +168,14 @@ def test_second_encoder_lives_beside_the_first(synth_dir, synth_cache, tmp_path)
     encoder = load_encoder("cfrh-tiny-vit", "none", "cpu", seed=5)
     weights = tmp_path / "georsclip-tiny.pt"
     torch.save(encoder.model.state_dict(), weights)
-    build_features("synth", synth_dir, tmp_path, chunk_rows=64, **TINY)
-    report = build_features("synth", synth_dir, tmp_path, chunk_rows=64, **{**TINY, "pretrained": str(weights)})
+    features("synth", synth_dir, tmp_path, chunk_rows=64)
+    report = features("synth", synth_dir, tmp_path, chunk_rows=64, pretrained=str(weights))
     assert report.encoder_tag.startswith("cfrh-tiny-vit__georsclip-tiny-")
     cache = Cache.open(tmp_path / "synth")
     assert sorted(cache.encoders()) == sorted(["cfrh-tiny-vit__none", report.encoder_tag])
     assert cache.attrs["encoders"][report.encoder_tag]["weights_sha256"]
     from_file = cache.read(f"image/{report.encoder_tag}").astype(np.float32)
-    seed5 = build_features("synth", synth_dir, tmp_path / "s5", chunk_rows=64, seed=5, **TINY)
+    seed5 = features("synth", synth_dir, tmp_path / "s5", chunk_rows=64, seed=5)
     np.testing.assert_allclose(from_file, Cache.open(tmp_path / "s5" / "synth").read(f"image/{seed5.encoder_tag}")
                                .astype(np.float32), atol=1e-3)
 
@@ -198,6 +198,7 @@ def test_unknown_tag_and_model():
 
 def test_cli_synth_features_info_verify(tmp_path):
     from typer.testing import CliRunner
+
     from cfrh_cache.cli import app
     runner = CliRunner()
     assert runner.invoke(app, ["synth", "--out", str(tmp_path / "d"), "--n", "60", "--labels", "4", "--size", "64"]).exit_code == 0
@@ -208,7 +209,9 @@ def test_cli_synth_features_info_verify(tmp_path):
     assert summary["n"] == 60 and "cfrh-tiny-vit__none" in summary["encoders"]
     assert runner.invoke(app, ["verify", str(tmp_path / "c" / "synth")]).exit_code == 0
     bad = runner.invoke(app, ["features", "mirflickr", "--root", str(tmp_path / "nothing"), "--cache-dir", str(tmp_path / "c")])
-    assert bad.exit_code == 2 and "mirflickr25k-yall.mat: file not found" in bad.output
+    assert bad.exit_code == 1 and "mirflickr25k-yall.mat: file not found" in bad.output  # a user error
+    usage = runner.invoke(app, ["features", "synth", "--root", str(tmp_path / "d"), "--batch-size", "-1"])
+    assert usage.exit_code == 2 and "batch-size" in usage.output  # a usage error, before any work
 
 
 def test_torchrun_two_processes_equal_one(synth_dir, synth_cache, tmp_path):

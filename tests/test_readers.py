@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cfrh_cache.matfile import DataError, write_mat5, write_mat73
+from cfrh.errors import DataError
+from cfrh_cache.matfile import write_mat5, write_mat73
 from cfrh_cache.readers import coco, mirflickr, nuswide, read_dataset
 
 
@@ -226,12 +227,3 @@ def test_synth_both_layouts_same_pixels(synth_dir):
     order = [man.label_names.index(name) for name in mat.label_names]
     np.testing.assert_array_equal(man.labels[:, order], mat.labels)
     assert 1 <= mat.labels.sum(1).min() and mat.labels.sum(1).max() <= 3
-
-
-def test_record_stream_matches_columns(synth_dir):
-    source = read_dataset("synth", synth_dir)
-    records = list(source.records(250 - 10 - 5, 240))
-    assert [r.index for r in records] == list(range(235, 240))
-    np.testing.assert_array_equal(records[2].image, source.images.read(237, 238)[0])
-    np.testing.assert_array_equal(records[2].text, source.bow[237])
-    np.testing.assert_array_equal(records[2].labels, source.labels[237])

@@ -5,16 +5,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import features
 from typer.testing import CliRunner
 
-from cfrh_cache.pipeline import build_features
 from cfrh_cache.readers import read_dataset
 from cfrh_cache.store import Cache
 from cfrh_train.config import load
 from cfrh_train.search import Index, hamming_topk, pack_codes, rerank_evaluation
 from cfrh_train.table import make_table
 from cfrh_train.train import run
-from conftest import TINY
 
 FAST = {"epochs": 4, "eval_every": 2, "hidden": 128, "device": "cpu", "bits": 24}
 
@@ -39,7 +38,7 @@ def test_hamming_topk_equals_brute_force(bits, k):
 def manifest_cache(synth_dir, tmp_path_factory):
     """The demo data read through its manifest: every image a file, every text a raw caption."""
     root = tmp_path_factory.mktemp("mcache")
-    build_features("manifest", synth_dir, root, chunk_rows=64, **TINY)
+    features("manifest", synth_dir, root, chunk_rows=64)
     return root
 
 
@@ -78,7 +77,7 @@ def test_new_queries_hash_like_evaluation(exported, manifest_cache, synth_dir):
 
 
 def test_index_refuses_a_rebuilt_cache(exported):
-    from cfrh_cache.store import CacheError
+    from cfrh.errors import CacheError
     index = Index(exported / "index")
     index.meta["cache_created"] = "2000-01-01T00:00:00+00:00"  # as if the cache were rebuilt since
     with pytest.raises(CacheError, match="rebuilt .* after this index was written"):
@@ -148,6 +147,7 @@ def test_rerank_evaluation_reports_the_plain_map_and_goes_to_the_table(exported)
 
 def test_cli_search_json_and_errors(exported):
     from typer import Typer
+
     from cfrh_train.cli import search_command
     app = Typer()
     app.command()(search_command)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from cfrh_train.table import PUBLISHED, build_blocks, collect_runs, ensure_runs, make_table, read_published
+from cfrh_train.table import (
+    PUBLISHED,
+    build_blocks,
+    collect_runs,
+    ensure_runs,
+    make_table,
+    read_published,
+)
 
 SHARED_CSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published_map.csv"
 

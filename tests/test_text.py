@@ -2,7 +2,7 @@ from collections import Counter
 
 import numpy as np
 
-from cfrh_cache.text import STOP_WORDS, bag_of_words, build_vocabulary, tokenize
+from cfrh.text import STOP_WORDS, bag_of_words, build_vocabulary, tokenize
 
 
 def test_tokenize_drops_stop_words_digits_and_case():

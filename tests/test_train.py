@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from cfrh.errors import ConfigError
 from cfrh_train.affinity import cosine, fused, joint
-from cfrh_train.config import ConfigError, load, merge
+from cfrh_train.config import load, merge
 from cfrh_train.losses import cfrh_loss
 from cfrh_train.metrics import evaluate
 from cfrh_train.train import train, write_run
@@ -109,7 +110,9 @@ def test_cfrh_beats_random_and_lsh(quality_cache):
 
 def test_nan_features_are_refused(synth_cache, tmp_path):
     import shutil
-    from cfrh_cache.store import Cache, CacheError
+
+    from cfrh.errors import CacheError
+    from cfrh_cache.store import Cache
     copy = tmp_path / "synth"
     shutil.copytree(synth_cache, copy)
     cache = Cache.open(copy, mode="a")
@@ -133,8 +136,9 @@ def test_interrupted_training_resumes_to_the_same_result(run, synth_cache, tmp_p
 
 
 def test_cli_writes_run_and_removes_checkpoint(synth_cache, tmp_path):
-    from typer.testing import CliRunner
     import typer
+    from typer.testing import CliRunner
+
     from cfrh_train.cli import train_command
     app = typer.Typer()
     app.command()(train_command)

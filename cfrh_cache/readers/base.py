@@ -7,7 +7,7 @@ enough to hold in memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,9 @@ import numpy as np
 import scipy.sparse
 from PIL import Image
 
-from cfrh_cache.matfile import DataError, MatFile
+from cfrh.errors import DataError
+from cfrh.images import open_rgb
+from cfrh_cache.matfile import MatFile
 
 
 class ImageSource:
@@ -30,43 +32,85 @@ class ImageSource:
         """Array sources: uint8 (n, 3, H, W). File sources: list of RGB PIL images."""
         raise NotImplementedError
 
+    def place(self) -> dict:
+        """Where the images are, for the cache's attributes (search shows it with each hit)."""
+        raise NotImplementedError
+
 
 class ArrayImages(ImageSource):
     """Decoded images stored in a .mat variable (``IAll``), any axis order MATLAB users save.
 
-    The sample axis is the one of length ``n``, the colour axis the one of length 3, and of the
-    two spatial axes the first in MATLAB order is the height (DJSRH's ``transpose(2,1,0)``).
+    ``layout`` names the axes in MATLAB order (as MATLAB's ``size`` shows them; h5py's shape
+    reversed), with the letters N (samples), C (colour), H and W, e.g. ``HWCN`` for the DJSRH
+    files. Without it the sample axis is the one of length ``n``, the colour axis the one of length
+    3, and of the two spatial axes the first is the height (DJSRH's ``transpose(2,1,0)``). When
+    that cannot be told (an image side equals the sample count, or the file was not written by
+    MATLAB, so height and width may be swapped) the reader refuses and names the readings.
     """
 
     kind = "array"
 
-    def __init__(self, path: Path, key: str, n: int):
+    def __init__(self, path: Path, key: str, n: int, layout: str | None = None):
         self.path, self.key, self.n = Path(path), key, n
         with MatFile(self.path) as mat:
             var = mat.var(key, expect="the images, H×W×3×N uint8")
-            self.shape, self.format, dtype = var.shape, var.format, var.dtype
+            self.shape, self.format, dtype, by_matlab = var.shape, var.format, var.dtype, var.by_matlab
         if len(self.shape) != 4:
             raise DataError(f"{self.path}: variable '{key}' has shape {self.shape}, expected 4 axes (H×W×3×N)")
-        candidates = [a for a in (3, 0, 1, 2) if self.shape[a] == n]
-        if not candidates:
-            raise DataError(f"{self.path}: variable '{key}' has shape {self.shape}; no axis of length {n} "
-                            "(the number of samples in the other files)")
-        self.sample_axis = candidates[0]
-        rest = [a for a in range(4) if a != self.sample_axis]
-        colour = [a for a in rest if self.shape[a] == 3]
-        if not colour:
-            raise DataError(f"{self.path}: variable '{key}' has shape {self.shape}, expected a colour axis of length 3")
-        self.colour_axis = colour[0]
-        self.height_axis, self.width_axis = [a for a in rest if a != self.colour_axis]
         if dtype != np.uint8:
             raise DataError(f"{self.path}: variable '{key}' has dtype {dtype}, expected uint8 pixels")
+        axes = self._axes_from(layout) if layout else self._guess(by_matlab)
+        self.sample_axis, self.colour_axis, self.height_axis, self.width_axis = axes
         self._mat: MatFile | None = None
+
+    def _shown(self) -> str:
+        return "×".join(map(str, self.shape))
+
+    def _axes_from(self, layout: str) -> tuple[int, int, int, int]:
+        layout = layout.upper()
+        if sorted(layout) != sorted("NCHW"):
+            raise DataError(f"--image-layout {layout!r}: expected the four letters N, C, H, W in MATLAB order, "
+                            "e.g. HWCN (the DJSRH files)")
+        axes = tuple(layout.index(c) for c in "NCHW")
+        if self.shape[axes[0]] != self.n or self.shape[axes[1]] != 3:
+            raise DataError(f"{self.path}: variable '{self.key}' has MATLAB shape {self._shown()}; --image-layout "
+                            f"{layout} puts {self.shape[axes[0]]} samples (expected {self.n}) and "
+                            f"{self.shape[axes[1]]} colours (expected 3)")
+        return axes
+
+    def _readings(self) -> list[str]:
+        """Every layout the shape allows: N on an axis of length n, C on one of length 3."""
+        return ["".join(p) for p in itertools.permutations("NCHW")
+                if self.shape[p.index("N")] == self.n and self.shape[p.index("C")] == 3]
+
+    def _guess(self, by_matlab: bool) -> tuple[int, int, int, int]:
+        candidates = [a for a in (3, 0, 1, 2) if self.shape[a] == self.n]
+        if not candidates:
+            raise DataError(f"{self.path}: variable '{self.key}' has shape {self.shape}; no axis of length {self.n} "
+                            "(the number of samples in the other files)")
+        rest = [a for a in range(4) if a != candidates[0]]
+        colour = [a for a in rest if self.shape[a] == 3]
+        if not colour:
+            raise DataError(f"{self.path}: variable '{self.key}' has shape {self.shape}, expected a colour axis of length 3")
+        spatial = [a for a in rest if a != colour[0]]
+        readings = self._readings()
+        if len(candidates) > 1 or len(colour) > 1 or not by_matlab:
+            why = (f"the sample count {self.n} equals another axis, so the sample axis cannot be told"
+                   if len(candidates) > 1 or len(colour) > 1 else "it has no MATLAB_class attribute (written by h5py "
+                   "or another tool, not MATLAB), so height and width may be swapped")
+            raise DataError(f"{self.path}: variable '{self.key}' has MATLAB shape {self._shown()} and {why}; "
+                            f"possible layouts: {', '.join(readings)}; pass --image-layout with the right one "
+                            "(letters in MATLAB order; h5py shows the shape reversed)")
+        return candidates[0], colour[0], spatial[0], spatial[1]
 
     def __len__(self) -> int:
         return self.n
 
     def __getstate__(self):
         return {**self.__dict__, "_mat": None}  # HDF5 handles don't cross processes; reopen lazily
+
+    def place(self) -> dict:
+        return {"kind": "array", "file": self.path.name, "key": self.key}
 
     def read(self, start: int, stop: int) -> np.ndarray:
         if self._mat is None:
@@ -76,7 +120,9 @@ class ArrayImages(ImageSource):
             block.transpose(self.sample_axis, self.colour_axis, self.height_axis, self.width_axis))
 
     def describe(self) -> str:
-        return f"{self.path.name}:{self.key} ({self.format}, MATLAB shape {'×'.join(map(str, self.shape))})"
+        layout = "".join(dict(zip((self.sample_axis, self.colour_axis, self.height_axis, self.width_axis), "NCHW"))[a]
+                         for a in range(4))
+        return f"{self.path.name}:{self.key} ({self.format}, MATLAB shape {self._shown()}, layout {layout})"
 
 
 class FileImages(ImageSource):
@@ -90,28 +136,14 @@ class FileImages(ImageSource):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def place(self) -> dict:
+        return {"kind": "file"}
+
     def read(self, start: int, stop: int) -> list[Image.Image]:
-        out = []
-        for i in range(start, stop):
-            try:
-                with Image.open(self.paths[i]) as im:
-                    out.append(im.convert("RGB"))
-            except (OSError, SyntaxError) as exc:
-                raise DataError(f"{self.paths[i]}: cannot decode image of row {i} ({exc})") from exc
-        return out
+        return [open_rgb(self.paths[i], row=i) for i in range(start, stop)]
 
     def describe(self) -> str:
         return f"{len(self.paths)} image files"
-
-
-@dataclass
-class Record:
-    """One image–text pair as a stream item (for users who iterate a dataset)."""
-
-    index: int
-    image: object
-    text: str | np.ndarray
-    labels: np.ndarray
 
 
 @dataclass
@@ -132,20 +164,18 @@ class Source:
     vocabulary: list[str] | None = None  # words of the shipped BoW columns, where known
     fixed_split: dict[str, np.ndarray] | None = None  # e.g. COCO's query/database rows, 0-based
     reference_n: int | None = None  # size of the full benchmark, to scale protocol sizes down
-    image_paths: list[str] | None = None  # shown by search tools; relative to the dataset root
+    image_paths: list[str] | None = None  # absolute; written to the cache, shown by search
     notes: list[str] = field(default_factory=list)
+    # which of ``files`` each cached table is made from ("images", "texts", "labels"); a role left
+    # out is made from every file, so a change anywhere counts as a change for it
+    roles: dict[str, list[Path]] = field(default_factory=dict)
+
+    def files_for(self, role: str) -> list[Path]:
+        return self.roles.get(role, self.files)
 
     @property
     def n(self) -> int:
         return len(self.images)
-
-    def records(self, start: int = 0, stop: int | None = None) -> Iterator[Record]:
-        stop = self.n if stop is None else stop
-        for block in range(start, stop, 256):  # images are read a block at a time, never all at once
-            end = min(block + 256, stop)
-            for i, image in zip(range(block, end), self.images.read(block, end)):
-                text = self.texts[i] if self.texts is not None else _row(self.bow, i)
-                yield Record(i, image, text, self.labels[i])
 
     def check(self) -> None:
         """Consistency across files: one row per sample everywhere, labels present where expected."""
@@ -163,48 +193,61 @@ class Source:
                     "at least one label for evaluation; drop them first (the benchmarks' cleaned files have none)")
 
 
-def _row(matrix, i: int) -> np.ndarray:
-    row = matrix[[i]] if scipy.sparse.issparse(matrix) else matrix[i]
-    return row.toarray().ravel() if scipy.sparse.issparse(row) else np.asarray(row)
-
-
 def _preview(rows: np.ndarray, k: int = 5) -> str:
     shown = ", ".join(map(str, rows[:k].tolist()))
     return shown + (", …" if rows.size > k else "")
 
 
-def as_labels(array: np.ndarray, path: Path, key: str) -> np.ndarray:
-    """0/1 label matrix as uint8, refusing anything that is not multi-hot."""
-    array = np.asarray(array)
+def no_layout(image_layout: str | None, what: str) -> None:
+    if image_layout:
+        raise DataError(f"--image-layout {image_layout}: {what} are decoded from their files; the option is for "
+                        "images stored as one array (IAll)")
+
+
+def as_labels(array, path: Path, key: str) -> np.ndarray:
+    """0/1 label matrix as uint8 (dense or MATLAB sparse), refusing anything that is not multi-hot."""
+    array = array.toarray() if scipy.sparse.issparse(array) else np.asarray(array)
     if not np.isin(array, (0, 1)).all():
         raise DataError(f"{path}: variable '{key}' must hold 0/1 multi-hot labels; found values {np.unique(array)[:5]}")
     return array.astype(np.uint8)
 
 
 def read_mat_trio(root: Path, dataset: str, prefix: str, *, n: int | None, vocab: int | None,
-                  classes: int | None, reference_n: int | None = None) -> Source:
+                  classes: int | None, reference_n: int | None = None, image_layout: str | None = None) -> Source:
     """The DJSRH-family layout: ``<prefix>-iall.mat`` (IAll), ``-yall.mat`` (YAll), ``-lall.mat`` (LAll)."""
     root = Path(root)
     ipath, ypath, lpath = (root / f"{prefix}-{k}all.mat" for k in "iyl")
     with MatFile(ypath) as ymat, MatFile(lpath) as lmat:
         yvar = ymat.var("YAll", expect="the BoW text vectors, N×V")
-        yvar.expect_shape((n, vocab), "(samples × vocabulary)")
+        yvar = yvar.expect_shape((n, vocab), "(samples × vocabulary)")
         lvar = lmat.var("LAll", expect="the labels, N×C")
-        lvar.expect_shape((yvar.shape[0], classes), "(samples × classes)")
+        lvar = lvar.expect_shape((yvar.shape[0], classes), "(samples × classes)")
         bow = yvar.read()
         labels = as_labels(lvar.read(), lpath, "LAll")
-    images = ArrayImages(ipath, "IAll", yvar.shape[0])
+    images = ArrayImages(ipath, "IAll", yvar.shape[0], image_layout)
     source = Source(dataset=dataset, images=images, labels=labels, files=[ipath, ypath, lpath],
-                    bow=_compact_bow(bow), reference_n=reference_n,
+                    bow=_compact_bow(bow, ypath, "YAll"), reference_n=reference_n,
+                    roles={"images": [ipath], "texts": [ypath], "labels": [lpath]},
                     notes=[f"images from {images.describe()}", f"texts from {ypath.name}:YAll ({yvar.format})",
                            f"labels from {lpath.name}:LAll ({lvar.format})"])
     source.check()
     return source
 
 
-def _compact_bow(bow: np.ndarray) -> np.ndarray:
-    """Shipped BoW kept as is, stored compactly: uint8 when it holds small counts, else float32."""
-    bow = np.asarray(bow)
-    if np.all((bow >= 0) & (bow <= 255) & (bow == np.round(bow))):
-        return bow.astype(np.uint8)
-    return bow.astype(np.float32)
+def _compact_bow(bow, path: Path, key: str):
+    """Shipped BoW kept as is, stored compactly (uint8 for small counts, else float32); sparse
+    stays sparse. NaN, Inf or negative entries are refused: a BoW is non-negative counts or weights."""
+    sparse = scipy.sparse.issparse(bow)
+    values = bow.data if sparse else np.asarray(bow)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        rows = (np.unique(np.searchsorted(bow.indptr, np.flatnonzero(bad), side="right") - 1) if sparse
+                else np.flatnonzero(bad.reshape(bad.shape[0], -1).any(1)))
+        what = "NaN/Inf" if not np.isfinite(values).all() else "negative values"
+        raise DataError(f"{path}: variable '{key}' has {what} in rows {_preview(rows)} (0-based); the text side "
+                        "must be non-negative counts or weights: clean those rows first")
+    small = bool(np.all((values <= 255) & (values == np.round(values))))
+    dtype = np.uint8 if small else np.float32
+    if sparse:
+        return scipy.sparse.csr_array(bow, dtype=dtype)
+    return values.astype(dtype)

@@ -15,22 +15,31 @@ from pathlib import Path
 
 import numpy as np
 
-from cfrh_cache.matfile import DataError, MatFile
-from cfrh_cache.readers.base import ArrayImages, FileImages, Source, _compact_bow, as_labels
+from cfrh.errors import DataError
+from cfrh_cache.matfile import MatFile
+from cfrh_cache.readers.base import (
+    ArrayImages,
+    FileImages,
+    Source,
+    _compact_bow,
+    as_labels,
+    no_layout,
+)
 
 N_MAT = 87081
 
 
-def read(root: Path) -> Source:
+def read(root: Path, image_layout: str | None = None) -> Source:
     root = Path(root)
     if (root / "COCO.mat").is_file():
-        return read_mat(root)
+        return read_mat(root, image_layout)
     if (root / "annotations").is_dir():
+        no_layout(image_layout, "raw COCO's image files")
         return read_raw(root)
     raise DataError(f"{root}: expected COCO.mat + COCO_BoW.npy, or raw COCO 2014 (annotations/, train2014/, val2014/)")
 
 
-def read_mat(root: Path) -> Source:
+def read_mat(root: Path, image_layout: str | None = None) -> Source:
     mpath, bpath = root / "COCO.mat", root / "COCO_BoW.npy"
     if not bpath.is_file():
         raise DataError(f"{bpath}: file not found (the 2000-d BoW texts that go with COCO.mat)")
@@ -43,7 +52,7 @@ def read_mat(root: Path) -> Source:
     n = bow.shape[0]
     with MatFile(mpath) as mat:
         lvar = mat.var("LAll", expect="the labels, N×C")
-        lvar.expect_shape((n, None), f"(one row per sample, as {bpath.name} has {n})")
+        lvar = lvar.expect_shape((n, None), f"(one row per sample, as {bpath.name} has {n})")
         labels = as_labels(lvar.read(), mpath, "LAll")
         split = {}
         for name, key in (("query", "param/indexQuery"), ("database", "param/indexDatabase")):
@@ -54,11 +63,12 @@ def read_mat(root: Path) -> Source:
             split[name] = index
     if np.intersect1d(split["query"], split["database"]).size:
         raise DataError(f"{mpath}: param/indexQuery and param/indexDatabase overlap")
-    images = ArrayImages(mpath, "IAll", n)
+    images = ArrayImages(mpath, "IAll", n, image_layout)
     notes = [f"images from {images.describe()}", f"texts from {bpath.name}", "split from COCO.mat param (1-based)"]
     if n != N_MAT:
         notes.append(f"{n} pairs; the common COCO.mat has {N_MAT}")
-    source = Source("coco", images, labels, [mpath, bpath], bow=_compact_bow(np.asarray(bow)),
+    source = Source("coco", images, labels, [mpath, bpath], bow=_compact_bow(np.asarray(bow), bpath, "(the array)"),
+                    roles={"images": [mpath], "texts": [bpath], "labels": [mpath]},
                     fixed_split=split, notes=notes)
     source.check()
     return source
@@ -96,7 +106,7 @@ def read_raw(root: Path) -> Source:
     if missing:
         raise DataError(f"{missing[0]}: image file not found ({len(missing)} missing in all)")
     source = Source("coco", FileImages(paths), label_matrix, sorted(ann.glob("*_*2014.json")), texts=texts,
-                    label_names=[str(c) for c in order], image_paths=[str(p.relative_to(root)) for p in paths],
+                    label_names=[str(c) for c in order], image_paths=[str(p.resolve()) for p in paths],
                     notes=["raw COCO 2014: captions joined per image, instance categories as labels"])
     source.check()
     return source

@@ -10,5 +10,6 @@ from cfrh_cache.readers.base import Source, read_mat_trio
 N, VOCAB, CLASSES = 186577, 1000, 10
 
 
-def read(root: Path) -> Source:
-    return read_mat_trio(root, "nuswide", "nus-wide-tc10", n=N, vocab=VOCAB, classes=CLASSES, reference_n=N)
+def read(root: Path, image_layout: str | None = None) -> Source:
+    return read_mat_trio(root, "nuswide", "nus-wide-tc10", n=N, vocab=VOCAB, classes=CLASSES, reference_n=N,
+                         image_layout=image_layout)

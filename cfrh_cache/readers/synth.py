@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cfrh_cache.matfile import DataError, write_mat5, write_mat73
+from cfrh.errors import DataError
+from cfrh.text import bag_of_words
+from cfrh_cache.matfile import write_mat5, write_mat73
 from cfrh_cache.readers.base import Source, read_mat_trio
-from cfrh_cache.text import bag_of_words
 
 SHAPES = ["circle", "square", "triangle", "star", "cross", "ring", "diamond", "bar"]
 HUES = ["red", "orange", "yellow", "lime", "green", "spring", "cyan", "azure", "blue", "violet", "magenta", "rose"]
@@ -140,7 +141,7 @@ def _shape(draw: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, r: int, colo
         draw.rectangle([cx - r, cy - r // 4, cx + r, cy + r // 4], fill=colour)
 
 
-def read(root: Path) -> Source:
+def read(root: Path, image_layout: str | None = None) -> Source:
     """Read a folder written by ``make_synth`` through the MIRFlickr ``.mat`` reader."""
     root = Path(root)
     meta_path = root / "synth.json"
@@ -148,10 +149,12 @@ def read(root: Path) -> Source:
         raise DataError(f"{meta_path}: file not found; write the demo data first: cfrh-cache synth --out {root}")
     meta = json.loads(meta_path.read_text())
     source = read_mat_trio(root / "mirflickr", "synth", "mirflickr25k", n=meta["n"], vocab=len(meta["vocabulary"]),
-                           classes=len(meta["labels"]), reference_n=REFERENCE_N)
+                           classes=len(meta["labels"]), reference_n=REFERENCE_N, image_layout=image_layout)
     source.files.append(meta_path)
+    source.roles["texts"].append(meta_path)  # the vocabulary's words
+    source.roles["labels"].append(meta_path)  # the label names
     source.label_names = meta["labels"]
     source.vocabulary = meta["vocabulary"]
-    source.image_paths = [f"images/{i:06d}.jpg" for i in range(meta["n"])]
+    source.image_paths = [str((root / "images" / f"{i:06d}.jpg").resolve()) for i in range(meta["n"])]
     source.notes.append("synthetic demo data made by `cfrh-cache synth` (not a benchmark)")
     return source

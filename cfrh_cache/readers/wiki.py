@@ -12,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cfrh_cache.matfile import DataError, MatFile
-from cfrh_cache.readers.base import FileImages, Source
+from cfrh.errors import DataError
+from cfrh_cache.matfile import MatFile
+from cfrh_cache.readers.base import FileImages, Source, _compact_bow, no_layout
 
 N_TRAIN, N_TEST, CLASSES = 2173, 693, 10
 
 
-def read(root: Path) -> Source:
+def read(root: Path, image_layout: str | None = None) -> Source:
     root = Path(root)
+    no_layout(image_layout, "WIKI's image files")
     train = _read_list(root / "trainset_txt_img_cat.list")
     test = _read_list(root / "testset_txt_img_cat.list")
     by_name = {p.stem: p for p in (root / "images").glob("*/*.jpg")}
@@ -32,10 +34,10 @@ def read(root: Path) -> Source:
     mpath = root / "raw_features.mat"
     with MatFile(mpath) as mat:
         t_tr = mat.var("T_tr", expect="training text topics, 2173×10")
-        t_tr.expect_shape((len(train), None), "(one row per line of trainset_txt_img_cat.list)")
+        t_tr = t_tr.expect_shape((len(train), None), "(one row per line of trainset_txt_img_cat.list)")
         t_te = mat.var("T_te", expect="test text topics, 693×10")
-        t_te.expect_shape((len(test), t_tr.shape[1]), "(one row per line of testset_txt_img_cat.list)")
-        bow = np.concatenate([t_tr.read(), t_te.read()]).astype(np.float32)
+        t_te = t_te.expect_shape((len(test), t_tr.shape[1]), "(one row per line of testset_txt_img_cat.list)")
+        bow = _compact_bow(np.concatenate([t_tr.read(), t_te.read()]).astype(np.float32), mpath, "T_tr/T_te")
     cats = np.array([c for _, c in rows])
     labels = np.zeros((len(rows), CLASSES), np.uint8)
     labels[np.arange(len(rows)), cats - 1] = 1
@@ -46,7 +48,8 @@ def read(root: Path) -> Source:
                     root / "testset_txt_img_cat.list", mpath], bow=bow,
                     label_names=sorted({p.parent.name for p in paths}) if len({p.parent.name for p in paths}) == CLASSES else None,
                     fixed_split={"query": np.arange(len(train), len(rows)), "database": np.arange(len(train))},
-                    image_paths=[str(p.relative_to(root)) for p in paths], notes=notes)
+                    image_paths=[str(p.resolve()) for p in paths], notes=notes,
+                    roles={"texts": [mpath]})
     source.check()
     return source
 

@@ -3,6 +3,11 @@
 The benchmarks' text side is a BoW over a fixed vocabulary (MIRFlickr 1,386 tags, COCO 2,000
 words); we build the same kind: lower-case word tokens, English stop words and rare words
 dropped, the top-V words by document frequency (ties by the word itself, so it is deterministic).
+
+Scripts written without spaces (Chinese, Japanese kana) would otherwise make one token of a
+whole sentence: each Han, Hiragana or Katakana character is a token of its own (the usual
+character-unigram baseline for CJK retrieval), and so is each emoji. ``TOKENIZER`` names the
+rule; the cache records it beside the vocabulary, and search refuses a cache built with another.
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ from collections import Counter
 import numpy as np
 import scipy.sparse
 
-from cfrh_cache.matfile import DataError
+from cfrh.errors import DataError
 
-TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+TOKENIZER = "words+cjk-chars+emoji/v2"
+_CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_EMOJI = "\u2600-\u27bf\U0001f000-\U0001faff"
+TOKEN = re.compile(f"[{_CJK}]|[{_EMOJI}]|(?:(?![{_CJK}])[^\\W_])+(?:'(?:(?![{_CJK}])[^\\W_])+)?")
+_SINGLE = re.compile(f"^[{_CJK}{_EMOJI}]$")
 
 # The classic SMART/Glasgow-style English stop list, trimmed to words that carry no content.
 STOP_WORDS = frozenset("""
@@ -30,7 +39,10 @@ s t don nbsp
 
 
 def tokenize(text: str) -> list[str]:
-    return [t for t in TOKEN.findall(text.lower()) if t not in STOP_WORDS and not t.isdigit() and len(t) > 1]
+    """Lower-case word tokens without stop words, digits and one-letter words; CJK characters and
+    emoji one token each (they are kept though one character long)."""
+    return [t for t in TOKEN.findall(text.lower())
+            if _SINGLE.match(t) or (t not in STOP_WORDS and not t.isdigit() and len(t) > 1)]
 
 
 def build_vocabulary(texts: list[str], size: int = 2000, min_df: int = 2) -> list[str]:

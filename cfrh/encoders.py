@@ -1,13 +1,13 @@
-"""The open_clip image encoder, run once per dataset: load, preprocess in workers, encode in batches.
+"""The open_clip image encoder that stage 1 runs once per dataset and search runs per query image.
 
-Preprocessing is split where it is cheapest: DataLoader workers decode files (Pillow) or slice
-arrays (``IAll``, no JPEG decode) and resize/crop to uint8 tensors; the device converts to float
-and normalises, so workers ship 4× fewer bytes and the GPU does the arithmetic.
+Preprocessing is split where it is cheapest: the reader's workers decode files (Pillow) or slice
+arrays (``IAll``, no JPEG decode) and resize/crop to uint8 tensors (``geometric``,
+``pil_geometric``); the encoder converts to float and normalises on the device, so workers
+ship 4× fewer bytes and the GPU does the arithmetic.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -22,31 +22,13 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from cfrh_cache.readers.base import ImageSource
+from cfrh.devices import resolve_device
+from cfrh.errors import ConfigError, WeightsUnavailable
+from cfrh.fsio import sha256_file
 
 log = logging.getLogger(__name__)
 MODEL_CONFIGS = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIGS)  # our tiny test/demo architectures, next to open_clip's own
-
-
-class WeightsUnavailable(RuntimeError):
-    """The requested pretrained weights cannot be had here; the message says how to supply them."""
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} asked for, but torch sees no CUDA device (torch {torch.__version__})")
-    return torch.device(device)
-
-
-def sha256_file(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -92,7 +74,7 @@ def load_encoder(model: str = "ViT-B-32", pretrained: str | None = "openai", dev
     cache written with it says so in its array name and attributes.
     """
     if model not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip model {model!r}; see open_clip.list_models() "
+        raise ConfigError(f"--model {model!r}: unknown open_clip model {model!r}; see open_clip.list_models() "
                          f"(ours: {', '.join(p.stem for p in MODEL_CONFIGS.glob('*.json'))})")
     dev = resolve_device(device)
     kwargs: dict = {}
@@ -182,7 +164,7 @@ def geometric(image: torch.Tensor, size: tuple[int, int], interpolation: str, re
     if resize_mode == "squash":
         return TF.resize(image, list(size), interpolation=mode, antialias=True)
     if resize_mode == "longest":
-        raise ValueError("resize_mode 'longest' (letterboxing) is not supported for array images")
+        raise ConfigError("resize_mode 'longest' (letterboxing) is not supported for array images")
     h, w = image.shape[-2:]
     scale = max(size[0] / h, size[1] / w)
     resized = TF.resize(image, [max(size[0], round(h * scale)), max(size[1], round(w * scale))],
@@ -199,29 +181,3 @@ def pil_geometric(image: Image.Image, size: tuple[int, int], interpolation: str,
     else:
         image = CenterCrop(list(size))(Resize(min(size), interpolation=mode)(image))
     return TF.pil_to_tensor(image)
-
-
-class BatchReader(torch.utils.data.Dataset):
-    """Item i = the uint8 pixels of row range ``ranges[i]``, resized and cropped (runs in workers)."""
-
-    def __init__(self, images: ImageSource, ranges: list[tuple[int, int]], encoder: Encoder):
-        self.images, self.ranges = images, ranges
-        self.size, self.interpolation, self.resize_mode = encoder.size, encoder.interpolation, encoder.resize_mode
-
-    def __len__(self) -> int:
-        return len(self.ranges)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        start, stop = self.ranges[i]
-        rows = self.images.read(start, stop)
-        if self.images.kind == "array":
-            return geometric(torch.from_numpy(rows), self.size, self.interpolation, self.resize_mode)
-        return torch.stack([pil_geometric(im, self.size, self.interpolation, self.resize_mode) for im in rows])
-
-
-def batch_loader(images: ImageSource, ranges: list[tuple[int, int]], encoder: Encoder, workers: int):
-    """Batches in order; workers read and resize ahead of the encoder."""
-    return torch.utils.data.DataLoader(
-        BatchReader(images, ranges, encoder), batch_size=None, shuffle=False, num_workers=workers,
-        pin_memory=encoder.device.type == "cuda", prefetch_factor=4 if workers else None,
-        persistent_workers=False)
