@@ -30,7 +30,7 @@ from rich.text import Text
 from cfrh.devices import check_device_name
 from cfrh.encoders import Encoder, load_encoder
 from cfrh.errors import CacheError, ConfigError, DataError
-from cfrh.fsio import sha256_file
+from cfrh.fsio import disk_errors, sha256_file
 from cfrh.images import DECODE
 from cfrh.text import TOKENIZER, bag_of_words, build_vocabulary
 from cfrh_cache.loader import batch_loader
@@ -121,6 +121,12 @@ def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cach
     between the phases of a multi-process run so rank 0 alone writes the shared arrays.
     """
     opts = options or FeatureOptions()
+    with disk_errors(Path(cache_dir) / dataset):
+        return _build(dataset, root, Path(cache_dir), opts, rank, ranks, barrier, max_chunks)
+
+
+def _build(dataset: str, root: str | Path, cache_dir: Path, opts: FeatureOptions, rank: int, ranks: int, barrier,
+           max_chunks: int | None) -> FeatureReport:
     source = read_dataset(dataset, root, opts.image_layout)
     final = Path(cache_dir) / dataset
     encoder = load_encoder(opts.model, opts.pretrained, opts.device, opts.seed)
@@ -180,7 +186,7 @@ def _encoder_identity(attrs: dict) -> dict:
     return {k: attrs[k] for k in keep if k in attrs}
 
 
-ARRAYS_OF = {"labels": ("labels",), "text": ("text/bow", *(f"text/bow_csr/{k}" for k in ("data", "indices", "indptr"))),
+ARRAYS_OF = {"labels": ("labels",), "text": Cache.BOW_ARRAYS,
              "split": ("split/query", "split/database", "split/train", "split/val"),
              "raw": ("text/raw/utf8", "text/raw/offsets", "meta/image_path/utf8", "meta/image_path/offsets")}
 
@@ -260,6 +266,12 @@ def _staging(final: Path, n: int, dataset: str, wanted: dict[str, dict]) -> Path
         attrs = {k: v for k, v in old.attrs.items() if k not in ("created", "updated", "format_version", "cfrh_version")}
         keep = _review(old, wanted)[0]
         for name in keep:
+            parts = name.split("/")
+            for depth in range(1, len(parts)):  # the groups above the array (zarr v3 needs their metadata)
+                group = "/".join(parts[:depth])
+                (staging / group).mkdir(parents=True, exist_ok=True)
+                if not (staging / group / "zarr.json").exists():
+                    shutil.copy2(old.path / group / "zarr.json", staging / group / "zarr.json")
             shutil.copytree(old.path / name, staging / name, dirs_exist_ok=True)
         tags = {name.split("/", 1)[1] for name in keep if name.startswith("image/")}
         attrs["encoders"] = {t: e for t, e in attrs.get("encoders", {}).items() if t in tags}
@@ -284,7 +296,8 @@ def _write_tables(cache: Cache, source: Source, opts: FeatureOptions, wanted: di
     if not _fresh(cache, "labels", wanted["labels"]):
         cache.write("labels", source.labels, {"label_names": source.label_names or [], "made_from": wanted["labels"]})
         written.append("labels")
-    if not (_fresh(cache, "text/bow", wanted["text"]) or _fresh(cache, "text/bow_csr/indptr", wanted["text"])):
+    text = cache.text_array()
+    if not (text and _fresh(cache, text, wanted["text"])):
         written.append("text")
         if source.bow is not None:
             cache.write_bow(source.bow, {"source": "shipped with the dataset", "vocabulary": source.vocabulary or [],

@@ -100,12 +100,27 @@ class Cache:
         """Complete image feature arrays, as ``<model>__<pretrained>`` tags."""
         return [n.split("/", 1)[1] for n in self.names(complete_only=True) if n.startswith("image/")]
 
+    # The text side is stored dense (text/bow) or, for large vocabularies, as CSR
+    # (text/bow_csr/{data,indices,indptr}); these three methods are the only ones that know which.
+    BOW_ARRAYS = ("text/bow", "text/bow_csr/data", "text/bow_csr/indices", "text/bow_csr/indptr")
+
+    def text_array(self) -> str | None:
+        """The complete array that marks the text side as written (None: not written)."""
+        return next((n for n in ("text/bow", "text/bow_csr/indptr") if self.has(n)), None)
+
     def read_bow(self) -> np.ndarray | scipy.sparse.csr_array:
         if "text/bow" in self.group:
             return self.read("text/bow")
         data, indices, indptr = (self.read(f"text/bow_csr/{k}") for k in ("data", "indices", "indptr"))
         shape = tuple(self.array("text/bow_csr/indptr").attrs["shape"])
         return scipy.sparse.csr_array((data, indices, indptr), shape=shape)
+
+    def bow_rows(self, rows) -> np.ndarray:
+        """float32 text rows of some cache rows, reading only those rows where stored dense."""
+        rows = np.asarray(rows, np.int64)
+        if self.has("text/bow"):
+            return np.asarray(self.array("text/bow").get_orthogonal_selection((rows,)), np.float32)
+        return dense_rows(self.read_bow(), rows)
 
     def read_strings(self, name: str, rows=None) -> list[str]:
         """Strings written by ``write_strings`` (all, or only ``rows``, reading only those bytes)."""
@@ -167,6 +182,12 @@ class Cache:
             return
         dense = bow.toarray() if scipy.sparse.issparse(bow) else np.asarray(bow)
         self.write("text/bow", dense, attrs)
+
+
+def dense_rows(matrix, rows) -> np.ndarray:
+    """float32 rows of a dense or CSR (N, V) matrix held in memory."""
+    picked = matrix[np.asarray(rows)]
+    return np.asarray(picked.toarray() if scipy.sparse.issparse(picked) else picked, np.float32)
 
 
 class ChunkedArray:

@@ -48,7 +48,7 @@ def verify(path: str | Path, sources: bool = False) -> list[str]:
     for required in ("labels", "split/query", "split/database", "split/train", "split/val"):
         if required not in names:
             problems.append(f"{required}: missing")
-    if not any(x.startswith("text/") for x in names):
+    if cache.text_array() is None:
         problems.append("text/bow: missing")
     if not cache.encoders():
         problems.append("image/*: no complete image feature array")

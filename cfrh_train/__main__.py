@@ -1,3 +1,3 @@
-from cfrh_train.cli import main
+from cfrh.cli import train_app
 
-main()
+train_app()

@@ -1,49 +1,51 @@
-"""``cfrh-train``: a thin Typer layer over ``cfrh_train.train``."""
+"""``cfrh train``, ``cfrh table``, ``cfrh search`` (aliases ``cfrh-train``, ``cfrh-table``,
+``cfrh-search``): thin Typer layers over ``cfrh_train.train``, ``.table`` and ``.search``."""
 
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cfrh.cliutil import console, err_console, user_errors
 from cfrh.errors import CacheError, ConfigError
 from cfrh_train.config import load, parse_set
+from cfrh_train.methods import METHODS
 
-console = Console(soft_wrap=True)
+MethodName = Enum("MethodName", {m: m for m in METHODS}, type=str)
+Modality = Enum("Modality", {m: m for m in ("image", "text")}, type=str)
 
 
+@user_errors
 def train_command(
     dataset: Annotated[str, typer.Option(help="cached dataset under --cache-dir")] = "synth",
-    bits: Annotated[int | None, typer.Option(help="code length K")] = None,
-    method: Annotated[str | None, typer.Option(help="cfrh, jdsh, djsrh, dgcpn, ucch, lsh or random")] = None,
-    seed: Annotated[int | None, typer.Option(help="training seed")] = None,
+    bits: Annotated[int | None, typer.Option(min=1, max=1023, help="code length K")] = None,
+    method: Annotated[MethodName | None, typer.Option(help="the hashing method")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="training seed")] = None,
     config: Annotated[Path | None, typer.Option(help="JSON config overriding the dataset's defaults")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="training epochs")] = None,
     encoder: Annotated[str | None, typer.Option(help="image/<tag> array to use when the cache has several")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
-    cache_dir: Annotated[Path, typer.Option()] = Path("cache"),
-    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="the cache root (stage 1's --cache-dir)")] = Path("cache"),
+    runs_dir: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
     set_: Annotated[list[str], typer.Option("--set", help="override any config key: --set phi=0.2")] = [],
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
     export: Annotated[bool, typer.Option(help="also write <run>/index/ for cfrh-search")] = False,
 ) -> None:
     """Train on cached features, select on validation, evaluate the queries once, write the run folder."""
+    from cfrh_train.results import read_result
     from cfrh_train.train import run
-    try:
-        overrides = parse_set(set_)
-        for key, value in (("bits", bits), ("method", method), ("seed", seed), ("epochs", epochs),
-                           ("encoder", encoder), ("device", device)):
-            if value is not None:
-                overrides[key] = value
-        folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress, export=export)
-    except (ConfigError, CacheError, FloatingPointError, ValueError) as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
-    print_summary(json.loads((folder / "result.json").read_text()), folder)
+    overrides = parse_set(set_)
+    for key, value in (("bits", bits), ("method", method and method.value), ("seed", seed), ("epochs", epochs),
+                       ("encoder", encoder), ("device", device)):
+        if value is not None:
+            overrides[key] = value
+    folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress, export=export)
+    print_summary(read_result(folder), folder)
 
 
 def print_summary(result: dict, folder: Path) -> None:
@@ -66,14 +68,16 @@ def print_summary(result: dict, folder: Path) -> None:
     console.print(f"run folder: [bold]{folder}[/]")
 
 
-def main() -> None:
-    typer.run(train_command)
+
+def _words(text: str, kind=str, option: str = "") -> list:
+    """A list option as space- (or comma-) separated words: --bits "16 32"."""
+    try:
+        return [kind(w) for w in text.replace(",", " ").split()]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected {kind.__name__} values separated by spaces") from None
 
 
-def _words(text: str, kind=str) -> list:
-    return [kind(w) for w in text.replace(",", " ").split()]
-
-
+@user_errors
 def table_command(
     datasets: Annotated[str, typer.Option(help="datasets to train/show (default: every cached dataset)")] = "",
     bits: Annotated[str, typer.Option(help="code lengths")] = "16 32 64 128",
@@ -92,27 +96,19 @@ def table_command(
 ) -> None:
     """Train what is missing (reusing finished runs with the same config), then write runs/table.md,
     runs/table.tex and runs/figures/, and print the table."""
-    from cfrh_train.table import (
-        PUBLISHED,
-        cached_datasets,
-        ensure_runs,
-        make_table,
-        rich_tables,
-    )
-    err = Console(stderr=True, soft_wrap=True)
-    try:
-        if train:
-            names = _words(datasets) or cached_datasets(cache_dir)
-            if not names:
-                raise CacheError(f"{cache_dir}: no cached dataset; run `make features` (or `make demo`) first")
-            counts = ensure_runs(names, _words(methods), _words(bits, int), _words(seeds, int), cache_dir, runs_dir,
-                                 device, progress, log=lambda m: console.print(f"[cyan]{m}[/]"),
-                                 encoders=_words(encoders) or [None], rerank=rerank)
-            console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
-        out = make_table(runs_dir, published or PUBLISHED)
-    except (ConfigError, CacheError, FloatingPointError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+    from cfrh_train.table import PUBLISHED, cached_datasets, ensure_runs, make_table, rich_tables
+    if train:
+        names = _words(datasets) or cached_datasets(cache_dir)
+        if not names:
+            raise CacheError(f"{cache_dir}: no cached dataset; run `make features` (or `make demo`) first")
+        unknown = [m for m in _words(methods) if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        counts = ensure_runs(names, _words(methods), _words(bits, int, "--bits"), _words(seeds, int, "--seeds"),
+                             cache_dir, runs_dir, device, progress, log=lambda m: err_console.print(f"[cyan]{m}[/]"),
+                             encoders=_words(encoders) or [None], rerank=rerank)
+        err_console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
+    out = make_table(runs_dir, published or PUBLISHED)
     for table in rich_tables(out["blocks"]):
         console.print(table)
     for line in out["protocol"]:
@@ -120,59 +116,48 @@ def table_command(
     console.print(f"written: {out['markdown']}, {out['latex']}, {len(out['figures'])} figures in {runs_dir / 'figures'}")
 
 
-def table_main() -> None:
-    typer.run(table_command)
 
-
+@user_errors
 def search_command(
     run_dir: Annotated[Path, typer.Argument(help="a run folder written with --export (or its index/ folder)")],
     text: Annotated[str | None, typer.Option(help="a text query (BoW through the cache's vocabulary)")] = None,
     image: Annotated[Path | None, typer.Option(help="an image query (the cache's open_clip encoder)")] = None,
     row: Annotated[int | None, typer.Option(help="use cache row N as the query (its --modality side)")] = None,
-    modality: Annotated[str, typer.Option(help="for --row: image or text")] = "image",
-    target: Annotated[str | None, typer.Option(help="search image or text codes (default: the other modality)")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="how many hits")] = 10,
-    rerank: Annotated[int, typer.Option(help="re-rank the Hamming top-R (0: off)")] = 0,
+    modality: Annotated[Modality, typer.Option(help="for --row: which side of the row is the query")] = Modality.image,
+    target: Annotated[Modality | None, typer.Option(help="search image or text codes (default: the other modality)")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="how many hits")] = 10,
+    rerank: Annotated[int, typer.Option(min=0, help="re-rank the Hamming top-R (0: off)")] = 0,
     weights: Annotated[Path | None, typer.Option(help="the local weights file the cache was built with")] = None,
-    evaluate_rerank: Annotated[int, typer.Option(help="score re-ranking of the top-R on the test queries "
+    evaluate_rerank: Annotated[int, typer.Option(min=0, help="score re-ranking of the top-R on the test queries "
                                                       "(mAP@50, ms/query) into result.json")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Hash a query with a trained model and print its nearest database items."""
     from cfrh_train.search import Index, record_rerank
-    err = Console(stderr=True, soft_wrap=True)
     folder = run_dir / "index" if (run_dir / "index" / "index.json").is_file() else run_dir
-    try:
-        if evaluate_rerank:
-            console.print_json(json.dumps(record_rerank(folder.parent, evaluate_rerank, device)))
-            return
-        index = Index(folder, device)
-        if sum(x is not None for x in (text, image, row)) != 1:
-            raise ValueError("give exactly one query: --text, --image or --row")
-        if weights:
-            index.use_weights(weights)
-        feature = None
-        if text is not None:
-            source, code = "text", index.hash(text=index.text_vectors([text]))[1]
-        elif image is not None:
-            feature = index.image_features([image])
-            source, code = "image", index.hash(image=feature)[0]
-        elif modality == "image":
-            feature = index.rows_of([row], "image")
-            source, code = "image", index.hash(image=feature)[0]
-        elif modality == "text":
-            source, code = "text", index.hash(text=index.rows_of([row], "text"))[1]
-        else:
-            raise ValueError(f"--modality must be image or text, got {modality!r}")
-        target = target or ("text" if source == "image" else "image")
-        if target not in ("image", "text"):
-            raise ValueError(f"--target must be image or text, got {target!r}")
-        hits = index.rerank(code, target, k, rerank, image_feature=feature) if rerank else index.search(code, target, k)[0]
-        described = index.describe([h.row for h in hits])
-    except (ValueError, OSError, CacheError) as exc:  # OSError: a missing or undecodable --image
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+    if evaluate_rerank:
+        console.print_json(json.dumps(record_rerank(folder.parent, evaluate_rerank, device)))
+        return
+    if sum(x is not None for x in (text, image, row)) != 1:
+        raise ConfigError("give exactly one query: --text, --image or --row")
+    index = Index(folder, device)
+    if weights:
+        index.use_weights(weights)
+    feature = None
+    if text is not None:
+        source, code = "text", index.hash(text=index.text_vectors([text]))[1]
+    elif image is not None:
+        feature = index.image_features([image])
+        source, code = "image", index.hash(image=feature)[0]
+    elif modality == Modality.image:
+        feature = index.rows_of([row], "image")
+        source, code = "image", index.hash(image=feature)[0]
+    else:
+        source, code = "text", index.hash(text=index.rows_of([row], "text"))[1]
+    target = target.value if target else ("text" if source == "image" else "image")
+    hits = index.rerank(code, target, k, rerank, image_feature=feature) if rerank else index.search(code, target, k)[0]
+    described = index.describe([h.row for h in hits])
     out = [{"rank": i + 1, "distance": h.distance, **({"score": h.score} if h.score is not None else {}), **d}
            for i, (h, d) in enumerate(zip(hits, described))]
     if as_json:
@@ -188,6 +173,3 @@ def search_command(
                       h.get("text") or " ".join(h.get("text_words", [])[:12]), h.get("image", ""))
     console.print(table)
 
-
-def search_main() -> None:
-    typer.run(search_command)

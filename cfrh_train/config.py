@@ -4,23 +4,32 @@
 its paper's defaults) ← ``<dataset>.json`` (top-level keys for every method, a ``"<method>"``
 section for one) ← ``--config FILE`` (same layout) ← ``--set key=value``.
 
-A key that is not in the first two layers, or a value of another type, is an error that names
-where it came from: a typo never silently falls back to a default.
+Every key is declared once in ``keys.json`` with its type and its range or choices; a key that
+is not in the first two layers, a value of another type or outside its range is an error that
+names where it came from and what was expected: a typo never silently falls back to a default,
+and ``batch_size=-5`` never trains zero steps.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from cfrh.errors import ConfigError
 
 CONFIGS = Path(__file__).parent / "configs"
-NULLABLE = {"encoder": str}
+TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list[int]": list}
+
+
+def keys() -> dict[str, dict]:
+    """The declarations of ``keys.json``: type, range or choices, and a help text per key."""
+    return {k: v for k, v in json.loads((CONFIGS / "keys.json").read_text()).items() if not k.startswith("_")}
 
 
 def method_names() -> list[str]:
-    return sorted(p.stem for p in (CONFIGS / "methods").glob("*.json"))
+    from cfrh_train.methods import METHODS
+    return list(METHODS)
 
 
 def _read(path: str | Path) -> dict:
@@ -35,24 +44,45 @@ def _read(path: str | Path) -> dict:
 
 def defaults(method: str = "cfrh") -> dict:
     """default.json plus the method's own defaults: the complete set of keys for that method."""
-    path = CONFIGS / "methods" / f"{method}.json"
-    if not path.is_file():
+    if method not in method_names():
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(method_names())}")
+    path = CONFIGS / "methods" / f"{method}.json"
     base = _read(CONFIGS / "default.json")
     base.update(_read(path))
     base["method"] = method
+    declared = keys()
+    for key, value in base.items():
+        if key not in declared:
+            raise ConfigError(f"{path}: key {key!r} is not declared in {CONFIGS / 'keys.json'}")
+        base[key] = _check(key, value, str(path))
     return base
 
 
-def _check(key: str, value, expected: type, where: str):
-    if value is None and key in NULLABLE:
+def _check(key: str, value, where: str):
+    """``value`` as key's declared type, inside its range or choices; else a ConfigError."""
+    spec = keys()[key]
+    expected = TYPES[spec["type"]]
+    if value is None and spec.get("nullable"):
         return value
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: {key!r} must be {expected.__name__}, got {type(value).__name__} {value!r}")
-    if expected is list and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        value = float(value)
+    if not isinstance(value, expected) or (expected in (int, float) and isinstance(value, bool)):
+        raise ConfigError(f"{where}: {key!r} must be {spec['type']}, got {type(value).__name__} {value!r}")
+    items = value if expected is list else [value]
+    if expected is list and not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
         raise ConfigError(f"{where}: {key!r} must be a list of int (layer widths), got {value!r}")
+    for v in items:
+        low, high = spec.get("min"), spec.get("max")
+        if low is not None and (v < low or (spec.get("min_exclusive") and v == low)) or \
+                high is not None and (v > high or (spec.get("max_exclusive") and v == high)):
+            lo = "" if low is None else f"{'>' if spec.get('min_exclusive') else '≥'} {low}"
+            hi = "" if high is None else f"{'<' if spec.get('max_exclusive') else '≤'} {high}"
+            raise ConfigError(f"{where}: {key!r} = {value!r} is out of range; expected {' and '.join(x for x in (lo, hi) if x)}")
+    choices = method_names() if spec.get("choices") == "methods" else spec.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}: {key!r} = {value!r}; expected one of {', '.join(choices)}")
+    if "pattern" in spec and not re.match(spec["pattern"], value):
+        raise ConfigError(f"{where}: {key!r} = {value!r}; expected {spec['help']}")
     return value
 
 
@@ -63,7 +93,7 @@ def merge(base: dict, update: dict, where: str) -> dict:
         if key not in base:
             raise ConfigError(f"{where}: unknown key {key!r} for method {base.get('method')!r}; "
                               f"known keys: {', '.join(sorted(base))}")
-        out[key] = _check(key, value, NULLABLE.get(key) or type(base[key]), where)
+        out[key] = _check(key, value, where)
     return out
 
 

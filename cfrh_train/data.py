@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse
 
 from cfrh.errors import CacheError
-from cfrh_cache.store import Cache
+from cfrh_cache.store import Cache, dense_rows
 
 
 @dataclass
@@ -25,25 +25,38 @@ class CachedData:
     labels: np.ndarray  # (N, C) uint8
     split: dict[str, np.ndarray]
     attrs: dict
+    inputs: dict  # the cache's identity and the checksums of every array read: what a run is made from
 
     def rows(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(image, text) float32 rows."""
-        text = self.text[index]
-        text = text.toarray() if scipy.sparse.issparse(text) else text
-        return self.image[index].astype(np.float32), np.asarray(text, np.float32)
+        return self.image[index].astype(np.float32), dense_rows(self.text, index)
+
+
+def choose_encoder(cache: Cache, encoder: str | None) -> str:
+    """The image array a run uses: the one asked for, or the cache's only one."""
+    encoders = cache.encoders()
+    if not encoders:
+        raise CacheError(f"{cache.path}: no complete image features; run `cfrh-cache features "
+                         f"{cache.attrs.get('dataset')}` first")
+    if encoder is None:
+        if len(encoders) > 1:
+            raise CacheError(f"{cache.path}: several encoders ({', '.join(encoders)}); choose one with --encoder")
+        return encoders[0]
+    if encoder not in encoders:
+        raise CacheError(f"{cache.path}: no complete image/{encoder} (has: {', '.join(encoders)})")
+    return encoder
+
+
+def data_inputs(cache: Cache, encoder: str) -> dict:
+    """What a run reads from the cache, by checksum (from the attributes: no data is read)."""
+    read = [f"image/{encoder}", "labels", *(f"split/{k}" for k in ("query", "database", "train", "val")),
+            *(n for n in Cache.BOW_ARRAYS if cache.has(n))]
+    return {"dataset": cache.attrs.get("dataset"), "arrays": {name: cache.array(name).attrs.get("sha256") for name in read}}
 
 
 def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None) -> CachedData:
     cache = Cache.open(Path(cache_dir) / dataset)
-    encoders = cache.encoders()
-    if not encoders:
-        raise CacheError(f"{cache.path}: no complete image features; run `cfrh-cache features {dataset}` first")
-    if encoder is None:
-        encoder = encoders[0] if len(encoders) == 1 else None
-        if encoder is None:
-            raise CacheError(f"{cache.path}: several encoders ({', '.join(encoders)}); choose one with --encoder")
-    elif encoder not in encoders:
-        raise CacheError(f"{cache.path}: no complete image/{encoder} (has: {', '.join(encoders)})")
+    encoder = choose_encoder(cache, encoder)
     labels = cache.read("labels")
     if labels.shape[1] == 0:
         raise CacheError(f"{cache.path}: the dataset has no labels, so retrieval cannot be evaluated")
@@ -51,4 +64,5 @@ def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None) 
     bad = np.flatnonzero(~np.isfinite(image.astype(np.float32)).all(1))
     if bad.size:
         raise CacheError(f"{cache.path}: image/{encoder} has NaN/Inf in rows {bad[:10].tolist()}")
-    return CachedData(dataset, encoder, image, cache.read_bow(), labels, cache.split(), cache.attrs)
+    return CachedData(dataset, encoder, image, cache.read_bow(), labels, cache.split(), cache.attrs,
+                      data_inputs(cache, encoder))

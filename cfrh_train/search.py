@@ -20,57 +20,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numba
 import numpy as np
 import torch
 
-from cfrh_train.metrics import pack_words, popcount, to_bits
+from cfrh.codes import pack_codes
+from cfrh.errors import CacheError, ConfigError, DataError
+from cfrh.fsio import atomic_write, atomic_write_json, now
+from cfrh_train.kernels import topk_scan
 
-TRAINING_ONLY = ("decoder", "nbr_index", "nbr_weight", "memory")  # state a query never needs
+MODEL = "model.safetensors"  # tensors only: loading an index never unpickles anything
 MODALITIES = ("image", "text")
-
-
-def pack_codes(codes: np.ndarray) -> np.ndarray:
-    """±1 (or real, sign(0) = +1) codes (n, K) → uint64 words (n, ceil(K/64))."""
-    return pack_words(to_bits(codes))
-
-
-@numba.njit(parallel=True, cache=True)
-def _topk(q_words, db_words, n_bits, k):
-    nq, n = q_words.shape[0], db_words.shape[0]
-    nb = n_bits + 1
-    ids = np.empty((nq, k), np.int64)
-    dists = np.empty((nq, k), np.int32)
-    for q in numba.prange(nq):
-        dist = np.empty(n, np.uint16)
-        hist = np.zeros(nb, np.int64)
-        for j in range(n):
-            d = 0
-            for w in range(q_words.shape[1]):
-                d += popcount(q_words[q, w] ^ db_words[j, w])
-            dist[j] = d
-            hist[d] += 1
-        pos = np.zeros(nb, np.int64)  # where each distance's items start in the output
-        last, take = nb - 1, 0  # the distance where the k-th item lies, and how many of it fit
-        total = 0
-        for d in range(nb):
-            pos[d] = total
-            if total + hist[d] >= k:
-                last, take = d, k - total
-                break
-            total += hist[d]
-        for j in range(n):  # index order: a stable counting sort of the first k items
-            d = dist[j]
-            if d < last or (d == last and take > 0):
-                if d == last:
-                    take -= 1
-                ids[q, pos[d]] = j
-                dists[q, pos[d]] = d
-                pos[d] += 1
-    return ids, dists
 
 
 def hamming_topk(q_words: np.ndarray, db_words: np.ndarray, n_bits: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,33 +40,33 @@ def hamming_topk(q_words: np.ndarray, db_words: np.ndarray, n_bits: int, k: int)
     if q_words.shape[1] != db_words.shape[1]:
         raise ValueError(f"query codes have {q_words.shape[1]} words, database codes {db_words.shape[1]}")
     k = min(k, db_words.shape[0])
-    return _topk(np.ascontiguousarray(q_words), np.ascontiguousarray(db_words), n_bits, k)
-
-
-def encoder_state(method: torch.nn.Module) -> dict:
-    return {k: v.cpu() for k, v in method.state_dict().items() if not any(t in k for t in TRAINING_ONLY)}
+    return topk_scan(np.ascontiguousarray(q_words), np.ascontiguousarray(db_words), n_bits, k)
 
 
 def export_index(out: dict, cache_dir: str | Path, dataset: str, folder: str | Path) -> Path:
     """Write the index folder of a finished training (``train(...)``'s output)."""
+    from safetensors.torch import save_file
+
     from cfrh import __version__
     from cfrh_cache.store import Cache
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     result, codes, method = out["result"], out["codes"], out["model"]
     cache = Cache.open(Path(cache_dir) / dataset)
     attrs = cache.attrs
-    torch.save({"method": result["method"], "config": result["config"], "dims": out["dims"],
-                "state": encoder_state(method)}, folder / "model.pt")
-    np.savez(folder / "codes.npz", image=pack_codes(codes["database_image"]), text=pack_codes(codes["database_text"]),
-             rows=np.asarray(codes["database_index"], np.int64))
-    meta = {"dataset": dataset, "cache": str(cache.path.resolve()), "cache_created": attrs.get("created"),
+    state = {k: v.contiguous() for k, v in method.index_state().items()}
+    atomic_write(folder / MODEL, lambda tmp: save_file(state, str(tmp)))
+    atomic_write(folder / "codes.npz", lambda tmp: np.savez(open(tmp, "wb"), image=pack_codes(codes["database_image"]),
+                                                            text=pack_codes(codes["database_text"]),
+                                                            rows=np.asarray(codes["database_index"], np.int64)))
+    meta = {"dataset": dataset, "model": {"method": result["method"], "config": result["config"],
+                                          "dims": list(out["dims"])}, "cache": str(cache.path.resolve()), "cache_created": attrs.get("created"),
             "method": result["method"], "bits": result["bits"], "seed": result["seed"], "n": int(len(codes["database_index"])),
             "encoder": {**attrs.get("encoders", {}).get(result["encoder"]["tag"], {}), "tag": result["encoder"]["tag"]},
-            "vocabulary": attrs.get("vocabulary", {}).get("words") or None, "cfrh_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "vocabulary": attrs.get("vocabulary", {}).get("words") or None,
+            "tokenizer": attrs.get("vocabulary", {}).get("tokenizer"), "cfrh_version": __version__,
+            "created": now()}
     meta["encoder"].pop("encode_stats", None)
-    (folder / "index.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_json(folder / "index.json", meta)  # last: an index without it is not finished
     return folder
 
 
@@ -124,22 +85,21 @@ class Index:
         from cfrh_train.methods import build
         self.folder = Path(folder)
         if not (self.folder / "index.json").is_file():
-            raise FileNotFoundError(f"{self.folder}: no index.json; write an index with `cfrh-train ... --export`")
+            raise CacheError(f"{self.folder}: no index.json; write an index with `cfrh-train ... --export`")
         self.meta = json.loads((self.folder / "index.json").read_text())
-        saved = torch.load(self.folder / "model.pt", map_location="cpu", weights_only=False)
-        self.device = torch.device(device)
-        self.method = build(saved["method"], saved["config"], *saved["dims"])
         redo = (f"the index was written by cfrh {self.meta.get('cfrh_version', '?')}; this is cfrh {__version__}: "
                 "write it again with `cfrh-train ... --export`")
+        if "model" not in self.meta or not (self.folder / MODEL).is_file():
+            raise CacheError(f"{self.folder}: no {MODEL} (an index of an older layout); {redo}")
+        from safetensors.torch import load_file
+        saved = self.meta["model"]
+        self.device = torch.device(device)
+        self.method = build(saved["method"], saved["config"], *saved["dims"])
         try:
-            missing, unexpected = self.method.load_state_dict(saved["state"], strict=False)
-        except RuntimeError as err:  # shapes changed, e.g. 0.2's BoW layers store their weight transposed
+            self.method.load_index_state(load_file(self.folder / MODEL))
+        except RuntimeError as err:  # shapes or names changed, e.g. 0.2's BoW layers store their weight transposed
             detail = " ".join(str(err).split())
-            raise ValueError(f"{self.folder}/model.pt does not fit method {saved['method']!r}: {detail} {redo}") from None
-        left = [k for k in missing if not any(t in k for t in TRAINING_ONLY)]
-        if left or unexpected:
-            raise ValueError(f"{self.folder}/model.pt does not fit method {saved['method']!r}: "
-                             f"missing {left}, unexpected {unexpected}; {redo}")
+            raise CacheError(f"{self.folder}/{MODEL} does not fit method {saved['method']!r}: {detail} {redo}") from None
         self.method.to(self.device).eval()
         codes = np.load(self.folder / "codes.npz")
         self.codes = {m: codes[m] for m in MODALITIES}
@@ -149,30 +109,41 @@ class Index:
 
     # -- hashing new queries -------------------------------------------------------------
     def text_vectors(self, texts: list[str]) -> np.ndarray:
-        from cfrh.text import bag_of_words
+        """BoW rows of free texts through the cache's vocabulary; a text none of whose words is in
+        it would hash like every other such text, so it is refused."""
+        from cfrh.text import TOKENIZER, bag_of_words
         words = self.meta.get("vocabulary")
         if not words:
-            raise ValueError(f"{self.meta['dataset']}: its BoW vocabulary is not known (the dataset shipped BoW "
-                             "vectors without the words), so free text cannot be hashed; use --row or --image")
-        return bag_of_words(texts, words).toarray().astype(np.float32)
+            raise ConfigError(f"{self.meta['dataset']}: its BoW vocabulary is not known (the dataset shipped BoW "
+                              "vectors without the words), so free text cannot be hashed; use --row or --image")
+        tokenizer = self.meta.get("tokenizer")
+        if tokenizer and tokenizer != TOKENIZER:
+            raise CacheError(f"{self.folder}: its vocabulary was built with tokenizer {tokenizer}, this cfrh has "
+                             f"{TOKENIZER}; rebuild the cache (cfrh-cache features … --rebuild) and export again")
+        bow = bag_of_words(texts, words).toarray().astype(np.float32)
+        for text, row in zip(texts, bow):
+            if not row.any():
+                raise ConfigError(f"--text {text!r}: none of its words is in the cache's vocabulary of {len(words)} "
+                                  f"words (e.g. {', '.join(words[:8])}); every such query would return the same hits")
+        return bow
 
     def image_features(self, paths: list[str | Path]) -> np.ndarray:
         """CLIP features of image files, exactly as stage 1 computed the cache's (same model and transform)."""
-        from PIL import Image
-
         from cfrh.encoders import load_encoder, pil_geometric
+        from cfrh.images import open_rgb
         if self._encoder is None:
             enc = self.meta["encoder"]
             pretrained = enc.get("pretrained", "none")
             if pretrained == "file":
-                raise ValueError(f"the cache's encoder {enc['tag']} was loaded from the file {enc.get('weights_file')}; "
+                raise ConfigError(f"the cache's encoder {enc['tag']} was loaded from the file {enc.get('weights_file')}; "
                                  "pass it with --weights PATH")
             self._encoder = load_encoder(enc["model"], pretrained, str(self.device), enc.get("random_init_seed", 0))
         e = self._encoder
         pixels = []
         for p in paths:
-            with Image.open(p) as im:
-                pixels.append(pil_geometric(im.convert("RGB"), e.size, e.interpolation, e.resize_mode))
+            if not Path(p).is_file():
+                raise DataError(f"--image {p}: not a readable file")
+            pixels.append(pil_geometric(open_rgb(p), e.size, e.interpolation, e.resize_mode))
         return e(torch.stack(pixels)).astype(np.float32)
 
     def use_weights(self, path: str | Path) -> None:
@@ -181,7 +152,7 @@ class Index:
         from cfrh.fsio import sha256_file
         enc = self.meta["encoder"]
         if sha256_file(Path(path)) != enc.get("weights_sha256"):
-            raise ValueError(f"{path}: sha256 differs from the weights the cache was built with "
+            raise ConfigError(f"--weights {path}: sha256 differs from the weights the cache was built with "
                              f"({enc.get('weights_file')}, {str(enc.get('weights_sha256'))[:12]}…)")
         self._encoder = load_encoder(enc["model"], str(path), str(self.device), enc.get("random_init_seed", 0))
 
@@ -205,7 +176,6 @@ class Index:
     def cache(self):
         """The cache the index was built from; refused if it has been rebuilt since (rows may differ)."""
         if self._cache is None:
-            from cfrh.errors import CacheError
             from cfrh_cache.store import Cache
             cache = Cache.open(self.meta["cache"])
             if cache.attrs.get("created") != self.meta["cache_created"]:
@@ -214,14 +184,23 @@ class Index:
             self._cache = cache
         return self._cache
 
+    def check_rows(self, rows) -> np.ndarray:
+        """Cache rows as given (``--row``): each in 0..n-1 (no negative counting from the end)."""
+        rows = np.asarray(rows, np.int64)
+        n = int(self.cache().attrs["n"])
+        bad = rows[(rows < 0) | (rows >= n)]
+        if bad.size:
+            raise ConfigError(f"--row {int(bad[0])}: out of range; the cache has rows 0..{n - 1}")
+        return rows
+
     def rows_of(self, rows, modality: str) -> np.ndarray:
         """float32 image features or BoW vectors of some cache rows, reading only those rows."""
         cache = self.cache()
-        name = f"image/{self.meta['encoder']['tag']}" if modality == "image" else "text/bow"
-        if modality == "text" and not cache.has(name):  # CSR-stored BoW: rows of the sparse matrix
-            x = cache.read_bow()[np.asarray(rows)]
-            return np.asarray(x.toarray(), np.float32)
-        return np.asarray(cache.array(name).get_orthogonal_selection((np.asarray(rows),)), np.float32)
+        rows = self.check_rows(rows)
+        if modality == "text":
+            return cache.bow_rows(rows)
+        return np.asarray(cache.array(f"image/{self.meta['encoder']['tag']}").get_orthogonal_selection((rows,)),
+                          np.float32)
 
     def features(self) -> np.ndarray:
         """The cached CLIP features of every cache row (float16), read once for re-ranking."""
@@ -250,32 +229,22 @@ class Index:
         labels = cache.array("labels").get_orthogonal_selection((np.asarray(rows),))
         bow = self.rows_of(rows, "text")
         words = self.meta.get("vocabulary") or []
-        source = _source(cache.attrs)
+        texts = cache.read_strings("text/raw", rows) if cache.has("text/raw/offsets") else None
+        paths = cache.read_strings("meta/image_path", rows) if cache.has("meta/image_path/offsets") else None
+        place = cache.attrs.get("images", {})
         out = []
-        for row, lab, vec in zip(rows, labels, bow):
+        for i, (row, lab, vec) in enumerate(zip(rows, labels, bow)):
             item = {"row": int(row), "labels": [names[c] if c < len(names) else str(c) for c in np.flatnonzero(lab)]}
             if words:
                 item["text_words"] = [words[c] for c in np.flatnonzero(vec)]
-            if source is not None:
-                if source.texts is not None:
-                    item["text"] = source.texts[row]
-                images = source.images  # a file per image, or one array (IAll) of them all
-                item["image"] = str(images.paths[row]) if hasattr(images, "paths") else \
-                    f"{Path(images.path).name}:{images.key}[{row}]"
+            if texts is not None:
+                item["text"] = texts[i]
+            if paths is not None:
+                item["image"] = paths[i]
+            elif place.get("kind") == "array":
+                item["image"] = f"{place['file']}:{place['key']}[{row}]"
             out.append(item)
         return out
-
-
-def _source(attrs: dict):
-    """The dataset as stage 1 read it (for image paths and raw texts), or None where it is gone."""
-    from cfrh_cache.readers import read_dataset
-    root = attrs.get("root")
-    if not root or not Path(root).exists():
-        return None
-    try:
-        return read_dataset(attrs["dataset"], root)
-    except Exception:  # a moved or changed dataset: the hits are still shown by row and labels
-        return None
 
 
 def rerank_evaluation(index: Index, queries: np.ndarray, candidates: int = 500, k: int = 50) -> dict:
@@ -306,13 +275,12 @@ def rerank_evaluation(index: Index, queries: np.ndarray, candidates: int = 500, 
 
 def record_rerank(run_folder: str | Path, candidates: int, device: str = "cpu") -> dict:
     """``rerank_evaluation`` on a run's test queries, stored in its result.json (``make table`` shows it)."""
+    from cfrh_train.results import read_result, write_result
     run_folder = Path(run_folder)
     index = Index(run_folder / "index", device)
-    result = json.loads((run_folder / "result.json").read_text())
+    result = read_result(run_folder)
     result["rerank"] = rerank_evaluation(index, index.cache().read("split/query"), candidates, result["config"]["topk"])
-    tmp = run_folder / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(run_folder / "result.json")
+    write_result(run_folder, {k: v for k, v in result.items() if k != "schema_version"})
     return result["rerank"]
 
 

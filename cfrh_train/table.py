@@ -19,9 +19,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cfrh.errors import CacheError, DataError
 from cfrh_train.plots import DIRECTIONS, arrow, plot_map_vs_bits, plot_pr_comparison
 
-METRICS = {"map@50": "mAP@50", "map@all": "mAP@all"}
+METRICS = {"map@50": "mAP@50", "map@all": "mAP@all"}  # the published tables' metrics; a run's topk adds its own
+
+
+def metric_label(metric: str) -> str:
+    return METRICS.get(metric) or metric.replace("map", "mAP")
+
+
+def metrics_of(results: list[dict]) -> list[str]:
+    """mAP@k for every k the runs were selected with (``topk``), then mAP@all: one block each."""
+    ks = sorted({r.get("config", {}).get("topk", 50) for r in results})
+    return [f"map@{k}" for k in ks] + ["map@all"]
 PUBLISHED = Path(__file__).parent / "reference" / "published_map.csv"
 PUBLISHED_COLUMNS = ("method", "dataset", "direction", "bits", "map", "metric", "image_backbone", "source")
 PUBLISHED_PROTOCOL = {"map@50": "DJSRH protocol (2,000 queries, 5,000 train; WIKI 693 queries)",
@@ -38,7 +49,7 @@ def read_published(path: str | Path = PUBLISHED) -> list[dict]:
         reader = csv.DictReader(f)
         missing = set(PUBLISHED_COLUMNS) - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)}; expected {', '.join(PUBLISHED_COLUMNS)}")
+            raise DataError(f"{path}: missing columns {sorted(missing)}; expected {', '.join(PUBLISHED_COLUMNS)}")
         for line, row in enumerate(reader, start=2):
             try:
                 direction = row["direction"].strip().lower()
@@ -47,7 +58,7 @@ def read_published(path: str | Path = PUBLISHED) -> list[dict]:
                 rows.append({**row, "direction": direction, "bits": int(row["bits"]), "map": float(row["map"]),
                              "metric": row["metric"].strip()})
             except (ValueError, TypeError) as exc:
-                raise ValueError(f"{path}, line {line}: {exc}") from exc
+                raise DataError(f"{path}, line {line}: {exc}") from exc
     return rows
 
 
@@ -57,9 +68,10 @@ def collect_runs(runs_dir: str | Path) -> list[dict]:
     A run trained with the encoder named (``seed0-<encoder>``) and one with the cache's only
     encoder left implicit (``seed0``) are the same experiment: the newer one counts, once.
     """
+    from cfrh_train.results import read_result
     latest: dict[tuple, dict] = {}
     for path in sorted(Path(runs_dir).glob("*/*/*bit/seed*/result.json"), key=lambda p: p.stat().st_mtime):
-        result = json.loads(path.read_text())
+        result = read_result(path)
         result["_folder"] = str(path.parent)
         p = result["protocol"]
         key = (result["dataset"], result["method"], result["bits"], result["seed"], result["encoder"]["tag"],
@@ -82,13 +94,6 @@ def cached_datasets(cache_dir: str | Path) -> list[str]:
     return names
 
 
-def _same_run(result: dict, config: dict, cache_created: str | None) -> bool:
-    """A finished run is reused when it was trained with this config on this very cache
-    (``device`` aside: where it ran does not change what was asked)."""
-    strip = lambda c: {k: v for k, v in c.items() if k != "device"}
-    return strip(result.get("config", {})) == strip(config) and result.get("cache", {}).get("created") == cache_created
-
-
 def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds: list[int], cache_dir: str | Path,
                 runs_dir: str | Path, device: str = "auto", progress: bool = True, log=print,
                 encoders: list[str | None] = (None,), rerank: int = 0) -> dict[str, int]:
@@ -99,24 +104,26 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
 
     from cfrh_cache.store import Cache
     from cfrh_train.config import load
+    from cfrh_train.data import choose_encoder, data_inputs
+    from cfrh_train.results import inputs, read_result, same_inputs
     from cfrh_train.train import run, run_dir
     counts = {"reused": 0, "trained": 0}
     for dataset in datasets:
-        created = Cache.open(Path(cache_dir) / dataset).attrs.get("created")
+        cache = Cache.open(Path(cache_dir) / dataset)
         for encoder, method, b, seed in product(encoders, methods, bits, seeds):
             config = load(dataset, None, {"method": method, "bits": b, "seed": seed, "device": device,
                                           "encoder": encoder})
             folder = run_dir(runs_dir, dataset, config)
-            reusable = (folder / "result.json").is_file() and \
-                _same_run(json.loads((folder / "result.json").read_text()), config, created) and \
-                (not rerank or (folder / "index" / "index.json").is_file())
-            if reusable:
+            same, why = same_inputs(folder, inputs(config, data_inputs(cache, choose_encoder(cache, encoder))))
+            if same and (not rerank or (folder / "index" / "index.json").is_file()):
                 counts["reused"] += 1
             else:
+                if (folder / "result.json").exists():
+                    log(f"not reused: {why}")
                 log(f"training {method} on {dataset}{f' [{encoder}]' if encoder else ''}, {b} bits, seed {seed}")
                 run(config, cache_dir, dataset, runs_dir, progress=progress, export=bool(rerank))
                 counts["trained"] += 1
-            if rerank and json.loads((folder / "result.json").read_text()).get("rerank", {}).get("candidates") != rerank:
+            if rerank and read_result(folder).get("rerank", {}).get("candidates") != rerank:
                 from cfrh_train.search import record_rerank
                 record_rerank(folder, rerank)
     return counts
@@ -150,7 +157,7 @@ class Block:
 
     @property
     def title(self) -> str:
-        return f"{METRICS.get(self.metric, self.metric)} · {self.dataset} · our split: {self.protocol}"
+        return f"{metric_label(self.metric)} · {self.dataset} · our split: {self.protocol}"
 
 
 def _group(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -211,10 +218,10 @@ def _published_rows(published: list[dict], metric: str, dataset: str,
     return list(rows.values()), sources
 
 
-def build_blocks(results: list[dict], published: list[dict], metrics=tuple(METRICS)) -> list[Block]:
+def build_blocks(results: list[dict], published: list[dict], metrics: list[str] | None = None) -> list[Block]:
     """One block per metric, dataset and split: our rows, then the published rows of that metric."""
     blocks = []
-    for metric in metrics:
+    for metric in metrics or metrics_of(results):
         for (dataset, protocol), runs in _group(results).items():
             columns = [(d, b) for d in DIRECTIONS for b in sorted({r["bits"] for r in runs})]
             ours, notes = _our_rows(runs, metric, columns)
@@ -258,11 +265,11 @@ def render_markdown(blocks: list[Block], protocol: list[str], figures: list[Path
     out = ["# cfrh results", "", f"_Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `make table`. "
            "Our rows: mean ± std over seeds, best of ours in bold per column. Published rows are other papers' "
            "figures under their own protocol and backbone; mAP@50 and mAP@all are never in one column._"]
-    for metric in METRICS:
+    for metric in dict.fromkeys(b.metric for b in blocks):
         mine = [b for b in blocks if b.metric == metric]
-        if not mine:
-            continue
-        out += ["", f"## {METRICS[metric]}", "", f"Published rows: {PUBLISHED_PROTOCOL[metric]}."]
+        out += ["", f"## {metric_label(metric)}", ""]
+        if metric in PUBLISHED_PROTOCOL:
+            out.append(f"Published rows: {PUBLISHED_PROTOCOL[metric]}.")
         for b in mine:
             out += ["", f"### {b.title}", "",
                     "| method | " + " | ".join(f"{arrow(d)} {bits}" for d, bits in b.columns) + " |",
@@ -351,7 +358,7 @@ def draw_figures(results: list[dict], out_dir: Path, metric: str = "map@50") -> 
                 series[row.label][d] = ([b for b, _ in cells], [c.mean for _, c in cells], [c.std or 0.0 for _, c in cells])
         if series:
             path = out_dir / f"{name}_{metric.replace('@', '')}_vs_bits.png"
-            plot_map_vs_bits(series, path, f"{dataset} · {protocol}", METRICS.get(metric, metric))
+            plot_map_vs_bits(series, path, f"{dataset} · {protocol}", metric_label(metric))
             paths.append(path)
     return paths
 
@@ -361,7 +368,7 @@ def make_table(runs_dir: str | Path, published: str | Path = PUBLISHED, figures:
     runs_dir = Path(runs_dir)
     results = collect_runs(runs_dir)
     if not results:
-        raise ValueError(f"{runs_dir}: no finished runs (run folders with result.json); train some first")
+        raise CacheError(f"{runs_dir}: no finished runs (run folders with result.json); train some first")
     blocks = build_blocks(results, read_published(published))
     protocol = protocol_lines(results)
     figure_paths = draw_figures(results, runs_dir / "figures") if figures else []

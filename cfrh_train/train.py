@@ -2,13 +2,15 @@
 
 cache → method → metrics: the training rows sit on the device as one tensor, batches are index
 slices of it, validation (val queries against the training rows) picks the epoch, and the test
-queries are evaluated once, at the end, with that epoch's weights.
+queries are evaluated once, at the end, with that epoch's weights. Three parts, each short:
+``train`` (the loop), ``Checkpoint`` (save and resume under the same inputs only) and ``run``
+with ``write_run`` (the run folder of the contract).
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import logging
 import platform
 import random
 import time
@@ -18,11 +20,17 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cfrh.codes import binarize
 from cfrh.devices import resolve_device
+from cfrh.errors import TrainingError
+from cfrh.fsio import atomic_write, atomic_write_json
 from cfrh_train.data import CachedData, load_cache
 from cfrh_train.methods import build
 from cfrh_train.metrics import evaluate
 from cfrh_train.plots import plot_pr
+from cfrh_train.results import inputs, write_result
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -38,8 +46,8 @@ def hash_rows(method, data: CachedData, index: np.ndarray, device: torch.device,
     for start in range(0, len(index), chunk):
         img, txt = data.rows(index[start:start + chunk])
         ci, ct = method.encode(torch.from_numpy(img).to(device), torch.from_numpy(txt).to(device))
-        out_i.append(torch.where(ci >= 0, 1, -1).to(torch.int8).cpu().numpy())
-        out_t.append(torch.where(ct >= 0, 1, -1).to(torch.int8).cpu().numpy())
+        out_i.append(binarize(ci.cpu().numpy()))
+        out_t.append(binarize(ct.cpu().numpy()))
     return np.concatenate(out_i), np.concatenate(out_t)
 
 
@@ -52,13 +60,36 @@ def retrieval(method, data: CachedData, queries: np.ndarray, database: np.ndarra
     return metrics, {"query_image": qi, "query_text": qt, "database_image": di, "database_text": dt}
 
 
+class Checkpoint:
+    """The training state at the last validation, in one file written atomically. It is resumed
+    only when it was made from the very inputs of this run (config, cache arrays, code version);
+    otherwise the log says why and training starts afresh."""
+
+    def __init__(self, path: str | Path | None, wanted: dict):
+        self.path, self.wanted = (Path(path) if path else None), wanted
+
+    def load(self, device) -> dict | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location=device, weights_only=False)
+        if state.get("inputs") != self.wanted:
+            from cfrh_train.results import describe_difference
+            log.warning("%s: not resumed, it was made from other inputs (%s)", self.path,
+                        describe_difference(state.get("inputs") or {}, self.wanted))
+            return None
+        return state
+
+    def save(self, state: dict) -> None:
+        if self.path is not None:
+            atomic_write(self.path, lambda tmp: torch.save({**state, "inputs": self.wanted}, tmp))
+
+
 def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth", progress: bool = True,
-          checkpoint: str | Path | None = None, stop_after: int | None = None) -> dict:
+          checkpoint: str | Path | None = None) -> dict:
     """Train ``config['method']`` on ``cache_dir/dataset``; returns result, codes and history.
 
-    With ``checkpoint``, the state is saved at every validation and a run with the same config
-    resumes from it, ending exactly as an uninterrupted run would. ``stop_after`` (epochs)
-    simulates an interruption for the tests and returns None.
+    With ``checkpoint``, the state is saved at every validation and a run with the same inputs
+    resumes from it, ending exactly as an uninterrupted run would.
     """
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
@@ -75,23 +106,20 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
         optimizer = method.optimizer()
         generator = torch.Generator().manual_seed(config["seed"])
         n, bs = train_img.shape[0], min(config["batch_size"], train_img.shape[0])
+        saved = Checkpoint(checkpoint, inputs(config, data.inputs))
+        first = 0
+        if state := saved.load(device):
+            method.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])  # methods that draw (UCCH's negatives) go on identically
+            best, history, first = state["best"], state["history"], state["epoch"] + 1
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("loss {task.fields[loss]:.4f} val mAP@%d {task.fields[val]}" % k), TimeElapsedColumn()]
-        first = 0
-        if checkpoint and Path(checkpoint).is_file():
-            state = torch.load(checkpoint, map_location=device, weights_only=False)
-            if state["config"] == config:
-                method.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                generator.set_state(state["generator"])
-                torch.set_rng_state(state["torch_rng"])  # methods that draw (UCCH's negatives) go on identically
-                best, history, first = state["best"], state["history"], state["epoch"] + 1
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task(f"{config['method']} {config['bits']} bits", total=config["epochs"], loss=0.0,
                                 val="–", completed=first)
             for epoch in range(first, config["epochs"]):
-                if stop_after is not None and epoch == stop_after:
-                    return None
                 method.train()
                 method.set_epoch(epoch)
                 order = torch.randperm(n, generator=generator).to(device)
@@ -100,7 +128,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                     batch = order[step * bs:(step + 1) * bs]
                     terms = method.loss(train_img[batch], train_txt[batch], batch)
                     if not torch.isfinite(terms["loss"]):
-                        raise FloatingPointError(
+                        raise TrainingError(
                             f"non-finite loss at epoch {epoch}, step {step}: " +
                             ", ".join(f"{k_}={v.item():.4g}" for k_, v in terms.items()) +
                             "; lower the learning rates or check the features")
@@ -120,11 +148,10 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                         best = {"score": score, "epoch": epoch, "state": copy.deepcopy(method.state_dict())}
                     bar.update(task, val=f"{score:.4f}")
                 history.append(entry)
-                if checkpoint and "val_i2t" in entry:
-                    save_checkpoint(checkpoint, {"config": config, "epoch": epoch, "model": method.state_dict(),
-                                                 "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                                                 "torch_rng": torch.get_rng_state(),
-                                                 "best": best, "history": history})
+                if "val_i2t" in entry:
+                    saved.save({"epoch": epoch, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+                                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                                "best": best, "history": history})
                 bar.update(task, advance=1, loss=entry["loss"])
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -135,10 +162,8 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     if best["state"] is not None:
         method.load_state_dict(best["state"])
     metrics, codes = retrieval(method, data, split["query"], split["database"], device, k)
-    if last_metrics is None:
-        last_metrics = metrics
     eval_s = time.perf_counter() - t1
-    result = make_result(config, data, metrics, last_metrics, best, train_s, eval_s, history)
+    result = make_result(config, data, metrics, last_metrics or metrics, best, train_s, eval_s, history)
     codes.update(query_index=split["query"], database_index=split["database"])
     curves = {d: metrics[d]["pr_curve"] for d in ("i2t", "t2i")}
     return {"result": result, "codes": codes, "model": method, "pr_curve": curves, "dims": (img.shape[1], txt.shape[1])}
@@ -159,24 +184,16 @@ def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path,
     return folder
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write next to the target and rename: a kill mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
 def versions() -> dict:
     import open_clip
     import zarr
+
+    from cfrh import __version__
     return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": open_clip.__version__,
-            "numpy": np.__version__, "zarr": zarr.__version__}
+            "numpy": np.__version__, "zarr": zarr.__version__, "cfrh": __version__}
 
 
 def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, eval_s, history) -> dict:
-    from cfrh import __version__
     split = data.attrs.get("split", {})
     strip = lambda m: {d: {k: v for k, v in m[d].items() if k != "pr_curve"} for d in ("i2t", "t2i")}
     encoder_attrs = data.attrs.get("encoders", {}).get(data.encoder, {})
@@ -195,8 +212,9 @@ def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, 
         "metrics_last_epoch": strip(last_metrics),
         "timing": {"train_s": round(train_s, 3), "eval_s": round(eval_s, 3)},
         "history": history,
-        "versions": {**versions(), "cfrh": __version__},
+        "versions": versions(),
         "cache": {"cfrh_version": data.attrs.get("cfrh_version"), "created": data.attrs.get("created")},
+        "inputs": inputs(config, data.inputs),
     }
 
 
@@ -208,16 +226,13 @@ def run_dir(runs_dir: str | Path, dataset: str, config: dict) -> Path:
 
 
 def write_run(out: dict, runs_dir: str | Path) -> Path:
-    """The run folder of the contract: result.json, codes.npz, pr_curve.json/png (written last: result.json)."""
+    """The run folder of the contract: codes.npz, pr_curve.json/png, and result.json written last."""
     result, codes = out["result"], out["codes"]
     folder = run_dir(runs_dir, result["dataset"], result["config"])
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(folder / "codes.npz", **codes)
+    atomic_write(folder / "codes.npz", lambda tmp: np.savez_compressed(open(tmp, "wb"), **codes))
     curves = out.get("pr_curve")
     if curves:
-        (folder / "pr_curve.json").write_text(json.dumps(curves))
+        atomic_write_json(folder / "pr_curve.json", curves)
         plot_pr(curves, folder / "pr_curve.png", f"{result['method']} {result['dataset']} {result['bits']} bits")
-    tmp = folder / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(folder / "result.json")
+    write_result(folder, result)
     return folder

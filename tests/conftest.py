@@ -42,3 +42,18 @@ def quality_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _quiet():
     logging.getLogger("root").setLevel(logging.ERROR)
+
+
+def interrupt_after_checkpoints(monkeypatch, n: int):
+    """Make the n-th checkpoint save end the run (as Ctrl-C would, after the file is written)."""
+    from cfrh_train import train as train_module
+    original, saves = train_module.Checkpoint.save, []
+
+    def save(self, state):
+        original(self, state)
+        saves.append(state["epoch"])
+        if len(saves) == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.Checkpoint, "save", save)
+    return saves

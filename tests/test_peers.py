@@ -4,6 +4,7 @@ that each learns something on the demo data."""
 import numpy as np
 import pytest
 import torch
+from conftest import interrupt_after_checkpoints
 
 from cfrh.errors import ConfigError
 from cfrh_train.affinity import (
@@ -155,13 +156,16 @@ def test_peer_beats_random_codes(method, quality_cache, random_floor):
 
 
 @pytest.mark.parametrize("method", ("ucch", "dgcpn"))
-def test_peers_with_per_item_state_resume_identically(method, synth_cache, tmp_path):
+def test_peers_with_per_item_state_resume_identically(method, synth_cache, tmp_path, monkeypatch):
     """UCCH's memory and negatives and DGCPN's graph survive an interruption."""
     config = load("synth", overrides={"method": method, "bits": 16, "device": "cpu", "epochs": 4, "eval_every": 2,
                                       "batch_size": 32, **({"img_hidden": [64], "txt_hidden": [64]})})
     whole = train(config, synth_cache.parent, "synth", progress=False)
     ckpt = tmp_path / "ckpt.pt"
-    assert train(config, synth_cache.parent, "synth", progress=False, checkpoint=ckpt, stop_after=3) is None
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoints(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, synth_cache.parent, "synth", progress=False, checkpoint=ckpt)
     resumed = train(config, synth_cache.parent, "synth", progress=False, checkpoint=ckpt)
     assert resumed["result"]["metrics"] == whole["result"]["metrics"]
     np.testing.assert_array_equal(resumed["codes"]["database_image"], whole["codes"]["database_image"])

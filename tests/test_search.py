@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from conftest import features
 from typer.testing import CliRunner
 
+from cfrh.errors import CacheError
 from cfrh_cache.readers import read_dataset
 from cfrh_cache.store import Cache
 from cfrh_train.config import load
@@ -57,7 +57,8 @@ def test_index_round_trip(exported, manifest_cache):
         bits = np.unpackbits(index.codes[modality].view(np.uint8), axis=1, bitorder="little")[:, :24]
         np.testing.assert_array_equal(bits.astype(np.int8) * 2 - 1, codes[f"database_{modality}"])
     assert index.meta["bits"] == 24 and index.meta["n"] == len(codes["database_index"])
-    assert not any("decoder" in key for key in torch.load(exported / "index" / "model.pt", weights_only=False)["state"])
+    from safetensors.torch import load_file
+    assert not any("decoder" in key for key in load_file(exported / "index" / "model.safetensors"))
 
 
 def test_new_queries_hash_like_evaluation(exported, manifest_cache, synth_dir):
@@ -77,7 +78,7 @@ def test_new_queries_hash_like_evaluation(exported, manifest_cache, synth_dir):
 
 
 def test_index_refuses_a_rebuilt_cache(exported):
-    from cfrh.errors import CacheError
+
     index = Index(exported / "index")
     index.meta["cache_created"] = "2000-01-01T00:00:00+00:00"  # as if the cache were rebuilt since
     with pytest.raises(CacheError, match="rebuilt .* after this index was written"):
@@ -85,18 +86,24 @@ def test_index_refuses_a_rebuilt_cache(exported):
 
 
 def test_index_of_an_older_layout_says_to_export_again(exported, tmp_path):
-    """0.1 stored the BoW layer's weight as nn.Linear does, (out, vocabulary): a clear error, not a crash."""
+    """A weight of another shape (0.1 stored the BoW layer as nn.Linear does) and a 0.2 index
+    (pickled model.pt, no safetensors) each get a clear error that says to export again."""
     import shutil
+
+    from safetensors.torch import load_file, save_file
     old = tmp_path / "index"
     shutil.copytree(exported / "index", old)
-    saved = torch.load(old / "model.pt", weights_only=False)
-    key = next(k for k in saved["state"] if k.startswith("text.") and k.endswith("net.0.weight"))
-    saved["state"][key] = saved["state"][key].t().contiguous()
-    torch.save(saved, old / "model.pt")
+    state = load_file(old / "model.safetensors")
+    key = next(k for k in state if k.startswith("text.") and k.endswith("net.0.weight"))
+    state[key] = state[key].t().contiguous()
+    save_file(state, str(old / "model.safetensors"))
     meta = json.loads((old / "index.json").read_text())
     (old / "index.json").write_text(json.dumps({**meta, "cfrh_version": "0.1.0"}))
-    with pytest.raises(ValueError, match=r"model.pt does not fit method 'cfrh'.*size mismatch.*"
+    with pytest.raises(CacheError, match=r"model.safetensors does not fit method 'cfrh'.*size mismatch.*"
                                          r"written by cfrh 0.1.0.*--export"):
+        Index(old)
+    (old / "model.safetensors").unlink()
+    with pytest.raises(CacheError, match=r"no model.safetensors \(an index of an older layout\).*--export"):
         Index(old)
 
 
@@ -166,13 +173,13 @@ def test_cli_search_json_and_errors(exported):
         hits = json.loads(same.output.strip().splitlines()[-1])["hits"]
         assert any(h["row"] == row and h["distance"] == 0 for h in hits)
     both = CliRunner().invoke(app, [str(exported), "--text", "x", "--row", "3"])
-    assert both.exit_code == 2 and "exactly one query" in both.output
+    assert both.exit_code == 1 and "exactly one query" in both.output
     missing = CliRunner().invoke(app, [str(exported), "--image", str(exported / "nope.jpg")])
-    assert missing.exit_code == 2 and "nope.jpg" in missing.output
+    assert missing.exit_code == 1 and "nope.jpg" in missing.output
     meta = json.loads((exported / "index" / "index.json").read_text())
     (exported / "index" / "index.json").write_text(json.dumps({**meta, "vocabulary": None}))
     try:
         no_vocab = CliRunner().invoke(app, [str(exported), "--text", "red"])
-        assert no_vocab.exit_code == 2 and "vocabulary is not known" in no_vocab.output
+        assert no_vocab.exit_code == 1 and "vocabulary is not known" in no_vocab.output
     finally:
         (exported / "index" / "index.json").write_text(json.dumps(meta))

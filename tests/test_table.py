@@ -23,7 +23,7 @@ def fake_run(runs: Path, dataset: str, method: str, bits: int, seed: int, map50:
     """A finished run folder as ``write_run`` leaves it (only the fields the table reads)."""
     folder = runs / dataset / method / f"{bits}bit" / f"seed{seed}"
     folder.mkdir(parents=True)
-    result = {"method": method, "dataset": dataset, "bits": bits, "seed": seed,
+    result = {"schema_version": 2, "method": method, "dataset": dataset, "bits": bits, "seed": seed,
               "encoder": {"tag": "ViT-B-32__openai", "pretrained": "openai"},
               "protocol": {"name": "djsrh", "seed": 0, "n_query": 2000, "n_database": 18015, "n_train": 5000,
                            "n_val": 2000},
@@ -137,7 +137,7 @@ def test_trains_what_is_missing_then_reuses(synth_cache, tmp_path):
     assert ensure_runs(["synth"], ["lsh", "random"], [8, 16], [0, 1], **kw) == {"trained": 0, "reused": 8}
     stale = runs / "synth" / "lsh" / "8bit" / "seed0" / "result.json"
     result = json.loads(stale.read_text())
-    result["config"]["topk"] = 10
+    result["inputs"]["config"]["topk"] = 10  # as if trained with another config
     stale.write_text(json.dumps(result))
     assert ensure_runs(["synth"], ["lsh"], [8], [0], **kw) == {"trained": 1, "reused": 0}
     out = make_table(runs)

@@ -1,22 +1,32 @@
-"""Methods by name (open_clip-style registry): each maps cached features to hash codes.
+"""Methods by name, in the one list the config, the CLIs and the table read: each maps cached
+features to hash codes and follows ``cfrh_train.methods.base.Method``.
 
-Their defaults live in ``configs/methods/<name>.json``; every method shares the data path, the
-training loop, the validation-based selection and the evaluation (``cfrh_train.train``).
+Classes are named as ``module:Class`` and imported on first use, so reading the list (the
+config, ``--help``) does not import torch. Their defaults live in ``configs/methods/<name>.json``.
 """
 
 from __future__ import annotations
 
-from cfrh_train.methods.baselines import LSH, RandomCodes
-from cfrh_train.methods.cfrh import CFRH
-from cfrh_train.methods.dgcpn import DGCPN
-from cfrh_train.methods.djsrh import DJSRH
-from cfrh_train.methods.jdsh import JDSH
-from cfrh_train.methods.ucch import UCCH
+from importlib import import_module
 
-METHODS = {"cfrh": CFRH, "jdsh": JDSH, "djsrh": DJSRH, "dgcpn": DGCPN, "ucch": UCCH, "lsh": LSH, "random": RandomCodes}
+METHODS = {  # CFRH first, then the peers, then the floors: the table's row order
+    "cfrh": "cfrh_train.methods.cfrh:CFRH",
+    "jdsh": "cfrh_train.methods.jdsh:JDSH",
+    "djsrh": "cfrh_train.methods.djsrh:DJSRH",
+    "dgcpn": "cfrh_train.methods.dgcpn:DGCPN",
+    "ucch": "cfrh_train.methods.ucch:UCCH",
+    "lsh": "cfrh_train.methods.baselines:LSH",
+    "random": "cfrh_train.methods.baselines:RandomCodes",
+}
+
+
+def method_class(name: str):
+    from cfrh.errors import ConfigError
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    module, cls = METHODS[name].split(":")
+    return getattr(import_module(module), cls)
 
 
 def build(name: str, config: dict, dim_img: int, dim_txt: int):
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name](config, dim_img, dim_txt)
+    return method_class(name)(config, dim_img, dim_txt)

@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from cfrh_train.methods.base import Method
 
 
-class LSH(nn.Module):
+class LSH(Method):
     trainable = False
 
     def __init__(self, config: dict, dim_img: int, dim_txt: int):
@@ -33,15 +34,15 @@ class LSH(nn.Module):
                 None if txt is None else (txt - self.mean_txt) @ self.w_txt)
 
 
-class RandomCodes(nn.Module):
+class RandomCodes(Method):
     trainable = False
 
     def __init__(self, config: dict, dim_img: int, dim_txt: int):
         super().__init__()
         self.bits, self.seed = config["bits"], config["seed"]
 
-    def fit(self, img, txt) -> None:
-        pass
+    def query_modules(self) -> dict:
+        return {}  # codes are drawn per call from the seed: nothing to export
 
     @torch.no_grad()
     def encode(self, img=None, txt=None):

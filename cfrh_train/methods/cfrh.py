@@ -15,6 +15,7 @@ from torch import nn
 
 from cfrh_train.affinity import fused
 from cfrh_train.losses import cfrh_loss
+from cfrh_train.methods.base import Method
 from cfrh_train.methods.nets import Centering, HashHead, sgd, sqrt_alpha
 
 
@@ -33,9 +34,7 @@ class Branch(nn.Module):
         return code, torch.sigmoid(rec) if self.bow else rec
 
 
-class CFRH(nn.Module):
-    trainable = True
-
+class CFRH(Method):
     def __init__(self, config: dict, dim_img: int, dim_txt: int):
         super().__init__()
         self.config = config
@@ -48,11 +47,11 @@ class CFRH(nn.Module):
         self.center.fit(img)
 
     def set_epoch(self, epoch: int) -> None:
-        schedule = self.config["alpha_schedule"]
-        alpha = sqrt_alpha(epoch) if schedule == "sqrt" else 1.0 if schedule == "constant" else None
-        if alpha is None:
-            raise ValueError(f"alpha_schedule must be 'sqrt' or 'constant', got {schedule!r}")
+        alpha = sqrt_alpha(epoch) if self.config["alpha_schedule"] == "sqrt" else 1.0  # keys.json: sqrt | constant
         self.image.encoder.alpha = self.text.encoder.alpha = alpha
+
+    def query_modules(self) -> dict[str, nn.Module]:
+        return {"center": self.center, "image.encoder": self.image.encoder, "text.encoder": self.text.encoder}
 
     def optimizer(self) -> torch.optim.Optimizer:
         return sgd(self.image, self.text, self.config)

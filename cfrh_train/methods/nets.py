@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cfrh_train.methods.base import Method
+
 
 class BowLinear(nn.Module):
     """``nn.Linear`` for bag-of-words rows, which are ~1% non-zero: on CPU it sums the weight rows
@@ -96,14 +98,12 @@ class Centering(nn.Module):
         return x - self.mean
 
 
-class TwoTower(nn.Module):
+class TwoTower(Method):
     """An image hash head on the (centred) cached feature and a text hash head on the BoW.
 
     The frame JDSH, DJSRH, DGCPN and UCCH share on frozen features; each subclass adds its
     affinity and loss (``loss``) and whatever it precomputes on the training rows (``fit``).
     """
-
-    trainable = True
 
     def __init__(self, config: dict, dim_img: int, dim_txt: int):
         super().__init__()
@@ -120,6 +120,9 @@ class TwoTower(nn.Module):
 
     def optimizer(self) -> torch.optim.Optimizer:
         return sgd(self.image, self.text, self.config)
+
+    def query_modules(self) -> dict[str, nn.Module]:
+        return {"center": self.center, "image": self.image, "text": self.text}
 
     def codes(self, img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.image(self.center(img)), self.text(txt)

@@ -1,0 +1,3 @@
+from cfrh.cli import app
+
+app()

@@ -1,0 +1,56 @@
+"""The interface every method follows: what the training loop, the evaluation and the search
+index ask of it, written down once instead of found by duck typing or by parameter names."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Method(nn.Module):
+    """A hashing method on cached features.
+
+    Lifecycle: ``fit`` once on the training rows (means, graphs, memories), then per epoch
+    ``set_epoch`` and, per batch, ``loss`` (a dict of terms with the total under ``"loss"``)
+    stepped by ``optimizer()``; ``encode`` gives real-valued codes (sign(0) = +1 makes them
+    binary) of either modality. ``trainable = False`` methods skip the loop (LSH, random).
+    ``query_modules`` names the parts a new query goes through; they alone are exported to the
+    search index (no decoders, neighbour graphs or memories).
+    """
+
+    trainable: bool = True
+
+    def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
+        pass
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        raise NotImplementedError(f"{type(self).__name__} is trainable but has no optimizer")
+
+    def loss(self, img: torch.Tensor, txt: torch.Tensor, index: torch.Tensor | None = None) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} is trainable but has no loss")
+
+    def encode(self, img: torch.Tensor | None = None, txt: torch.Tensor | None = None):
+        raise NotImplementedError
+
+    def query_modules(self) -> dict[str, nn.Module]:
+        """Name → module of what hashes a new query ("" for the method itself)."""
+        return {"": self}
+
+    def index_state(self) -> dict[str, torch.Tensor]:
+        """The tensors of ``query_modules``, named as in ``state_dict``, on the CPU."""
+        return {f"{name}.{key}" if name else key: value.detach().cpu()
+                for name, module in self.query_modules().items() for key, value in module.state_dict().items()}
+
+    def load_index_state(self, state: dict[str, torch.Tensor]) -> None:
+        """The inverse of ``index_state``; a missing, unexpected or reshaped tensor raises."""
+        used = set()
+        for name, module in self.query_modules().items():
+            prefix = f"{name}." if name else ""
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            used.update(prefix + k for k in part)
+            module.load_state_dict(part, strict=True)
+        if set(state) - used:
+            raise RuntimeError(f"unexpected tensors {sorted(set(state) - used)}")
