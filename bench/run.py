@@ -226,7 +226,7 @@ def bench_stage2(bits_list, epochs=None):
 def bench_stage1(model: str, n: int, batch: int, workers: int):
     """Pipeline images/s vs bare forward on the same model, batch and device."""
     from cfrh.encoders import load_encoder
-    from cfrh_cache.pipeline import build_features
+    from cfrh_cache.pipeline import FeatureOptions, build_features
     from cfrh_cache.readers.synth import make_synth
     with tempfile.TemporaryDirectory() as tmp:
         data = make_synth(Path(tmp) / "d", n=n, n_labels=8, seed=0)
@@ -237,7 +237,9 @@ def bench_stage1(model: str, n: int, batch: int, workers: int):
         for _ in range(max(1, n // batch)):
             encoder(pixels)
         bare = max(1, n // batch) * batch / (time.perf_counter() - t)
-        report = build_features("synth", data, Path(tmp) / "c", model, "none", batch, workers, progress=False)
+        report = build_features("synth", data, Path(tmp) / "c", FeatureOptions(model=model, pretrained="none",
+                                                                           batch_size=batch, workers=workers,
+                                                                           progress=False))
         stats = report.stats.as_dict()
     return {"model": model, "device": str(encoder.device), "images": n, "batch": batch, "workers": workers,
             "bare_forward_img_s": round(bare, 2), "pipeline_img_s": stats["images_per_s"],

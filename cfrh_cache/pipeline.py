@@ -390,42 +390,64 @@ def image_files_digest(paths: list[Path]) -> str:
     return content.hexdigest()
 
 
+class ChunkWriter:
+    """The writer: gathers a chunk's batches in order and stores the chunk whole, then flags it
+    done (a chunk is the unit of resumption and of distribution)."""
+
+    def __init__(self, target: ChunkedArray):
+        self.target, self.chunk, self.parts = target, None, []
+
+    def add(self, chunk: int, features: np.ndarray) -> None:
+        if self.chunk is not None and chunk != self.chunk:
+            raise RuntimeError(f"chunk {self.chunk} left unfinished")  # a planning bug, not a user error
+        self.chunk = chunk
+        self.parts.append(features)
+        start, stop = self.target.rows(chunk)
+        if sum(len(p) for p in self.parts) == stop - start:
+            self.target.write_chunk(chunk, np.concatenate(self.parts))
+            self.chunk, self.parts = None, []
+
+
+def plan_batches(target: ChunkedArray, batch_size: int, rank: int = 0, ranks: int = 1,
+                 max_chunks: int | None = None) -> list[tuple[int, int, int]]:
+    """(chunk, start row, stop row) of every batch of this rank's unfinished chunks, in order."""
+    plan = []
+    for chunk in target.pending(ranks, rank)[:max_chunks]:
+        start, stop = target.rows(chunk)
+        plan += [(chunk, s, min(s + batch_size, stop)) for s in range(start, stop, batch_size)]
+    return plan
+
+
 def encode_images(target: ChunkedArray | None, source: Source, encoder: Encoder, batch_size: int, workers: int,
                   progress: bool, rank: int = 0, ranks: int = 1, max_chunks: int | None = None) -> EncodeStats:
-    """Encode this rank's unfinished chunks of ``target`` (None: already complete); chunks are written whole."""
+    """The runner (clip-retrieval's shape): the reader (DataLoader workers reading and resizing
+    row ranges) feeds the mapper (the encoder), whose features the writer stores chunk by chunk;
+    each role is timed per batch, so the report says where the time went. ``target`` None: the
+    features are complete already."""
     stats = EncodeStats()
     if target is None:
         stats.skipped = True
         return stats
-    chunks = target.pending(ranks, rank)[:max_chunks]
-    ranges, owner = [], []
-    for chunk in chunks:
-        start, stop = target.rows(chunk)
-        for s in range(start, stop, batch_size):
-            ranges.append((s, min(s + batch_size, stop)))
-            owner.append(chunk)
-    total = sum(b - a for a, b in ranges)
+    plan = plan_batches(target, batch_size, rank, ranks, max_chunks)
+    reader = iter(batch_loader(source.images, [(a, b) for _, a, b in plan], encoder, workers))
+    writer = ChunkWriter(target)
     columns = [TextColumn(f"[bold]{encoder.tag}[/]" + (f" rank {rank}" if ranks > 1 else "")), BarColumn(),
                MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()]
     t0 = time.perf_counter()
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("encode", total=total)
-        buffer: list[np.ndarray] = []
-        loader = iter(batch_loader(source.images, ranges, encoder, workers))
-        for i, chunk in enumerate(owner):
+        task = bar.add_task("encode", total=sum(b - a for _, a, b in plan))
+        for chunk, start, stop in plan:
             t = time.perf_counter()
-            pixels = next(loader)
-            stats.read_s += time.perf_counter() - t
-            t = time.perf_counter()
+            pixels = next(reader)
+            t1 = time.perf_counter()
             features = encoder(pixels)
-            _check_finite(features, ranges[i], source.dataset)
-            buffer.append(features)
-            stats.encode_s += time.perf_counter() - t
-            if i + 1 == len(owner) or owner[i + 1] != chunk:
-                t = time.perf_counter()
-                target.write_chunk(chunk, np.concatenate(buffer))
-                buffer = []
-                stats.write_s += time.perf_counter() - t
+            _check_finite(features, (start, stop), source.dataset)
+            t2 = time.perf_counter()
+            writer.add(chunk, features)
+            t3 = time.perf_counter()
+            stats.read_s += t1 - t
+            stats.encode_s += t2 - t1
+            stats.write_s += t3 - t2
             stats.images += len(pixels)
             bar.advance(task, len(pixels))
     stats.wall_s = time.perf_counter() - t0

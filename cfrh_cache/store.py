@@ -19,8 +19,14 @@ import zarr
 from cfrh.errors import CacheError
 from cfrh.fsio import now
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the layout and the bytes: arrays below, each stored with CODECS
 CHUNK_ROWS = 1024
+
+
+def codecs() -> dict:
+    """Every array's codecs, set here rather than left to zarr's defaults (which may change)."""
+    from zarr.codecs import BytesCodec, ZstdCodec
+    return {"serializer": BytesCodec(endian="little"), "compressors": [ZstdCodec(level=0, checksum=False)]}
 
 
 def array_sha256(array: zarr.Array, rows: int = 16384) -> str:
@@ -142,7 +148,7 @@ class Cache:
         data = np.asarray(data)
         chunks = (min(chunk_rows, max(1, data.shape[0])),) + data.shape[1:] if data.ndim else ()
         array = self.group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                        attributes={"complete": False}, overwrite=True)
+                                        attributes={"complete": False}, overwrite=True, **codecs())
         array[...] = data
         array.attrs.update({**(attrs or {}), "sha256": array_sha256(array), "complete": True, "written": now()})
 
@@ -157,10 +163,11 @@ class Cache:
             if "_progress/" + name in self.group:
                 return ChunkedArray(array, self.group["_progress/" + name])
         array = self.group.create_array(name, shape=shape, dtype=dtype, chunks=(chunk_rows,) + tuple(shape[1:]),
-                                        fill_value=0, attributes={**attrs, "complete": False}, overwrite=True)
+                                        fill_value=0, attributes={**attrs, "complete": False}, overwrite=True,
+                                        **codecs())
         n_chunks = -(-shape[0] // chunk_rows)
         progress = self.group.create_array("_progress/" + name, shape=(n_chunks,), dtype="uint8", chunks=(1,),
-                                           fill_value=0, overwrite=True)
+                                           fill_value=0, overwrite=True, **codecs())
         return ChunkedArray(array, progress)
 
     def write_strings(self, name: str, strings: list[str], attrs: dict | None = None) -> None:

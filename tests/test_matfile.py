@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from cfrh.errors import DataError
-from cfrh_cache.matfile import MatFile, write_mat5, write_mat73
+from cfrh_cache.matfile import MatFile
+from cfrh_cache.readers.synth import write_mat5, write_mat73
 
 
 @pytest.mark.parametrize("writer,fmt", [(write_mat5, "v5"), (write_mat73, "v7.3")])

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from cfrh.errors import DataError
-from cfrh_cache.matfile import write_mat5, write_mat73
 from cfrh_cache.readers import coco, mirflickr, nuswide, read_dataset
+from cfrh_cache.readers.synth import write_mat5, write_mat73
 
 
 def write_trio(root, prefix, n, v, c, y_writer=write_mat5, l_writer=write_mat5, seed=0, side=8):

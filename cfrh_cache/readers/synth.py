@@ -20,12 +20,13 @@ import json
 import math
 from pathlib import Path
 
+import h5py
 import numpy as np
+import scipy.io
 from PIL import Image, ImageDraw
 
 from cfrh.errors import DataError
 from cfrh.text import bag_of_words
-from cfrh_cache.matfile import write_mat5, write_mat73
 from cfrh_cache.readers.base import Source, read_mat_trio
 
 SHAPES = ["circle", "square", "triangle", "star", "cross", "ring", "diamond", "bar"]
@@ -158,3 +159,37 @@ def read(root: Path, image_layout: str | None = None) -> Source:
     source.image_paths = [str((root / "images" / f"{i:06d}.jpg").resolve()) for i in range(meta["n"])]
     source.notes.append("synthetic demo data made by `cfrh-cache synth` (not a benchmark)")
     return source
+
+
+# -- the MATLAB writers the demo needs (the tests use them too) ---------------------------------
+MAT73_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 1970 HDF5 schema 1.00 ."
+
+
+def write_mat73(path: str | Path, variables: dict[str, np.ndarray], compression: str | None = "gzip") -> None:
+    """Write variables as MATLAB does with ``save -v7.3``: HDF5 behind a 512-byte header, dims reversed.
+
+    The demo data is written this way so that the real v7.3 reading path is exercised.
+    A variable named "a/b" is written as field b of struct a.
+    """
+    path = Path(path)
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for key, value in variables.items():
+            value = np.asarray(value)
+            data = value.transpose()
+            # images (H×W×3×N in MATLAB) get one sample per chunk, as MATLAB's own v7.3 writer does
+            chunks = (1, *data.shape[1:]) if value.ndim > 2 else (True if value.ndim == 2 else None)
+            f.create_dataset(key, data=data, compression=compression if chunks else None, chunks=chunks)
+            f[key].attrs["MATLAB_class"] = np.bytes_(_matlab_class(value.dtype))
+    header = MAT73_HEADER.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
+    with open(path, "r+b") as f:
+        f.write(header.ljust(512, b"\x00"))
+
+
+def _matlab_class(dtype: np.dtype) -> str:
+    return {"f": "double" if dtype.itemsize == 8 else "single", "u": f"uint{dtype.itemsize * 8}",
+            "i": f"int{dtype.itemsize * 8}", "b": "logical"}.get(dtype.kind, "double")
+
+
+def write_mat5(path: str | Path, variables: dict[str, np.ndarray]) -> None:
+    """Write a MATLAB v5 file (``save -v7`` without compression), for demos and tests."""
+    scipy.io.savemat(path, variables, do_compression=True)
