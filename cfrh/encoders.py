@@ -3,7 +3,7 @@
 Preprocessing is split where it is cheapest: the reader's workers decode files (Pillow) or slice
 arrays (``IAll``, no JPEG decode) and resize/crop to uint8 tensors (``geometric``,
 ``pil_geometric``); the encoder converts to float and normalises on the device, so workers
-ship 4× fewer bytes and the GPU does the arithmetic.
+ship uint8 rather than float32 and the GPU does the arithmetic.
 """
 
 from __future__ import annotations

@@ -86,8 +86,8 @@ def table_command(
     encoders: Annotated[str, typer.Option(help="image arrays of the cache to compare, e.g. "
                                                "'ViT-B-32__openai ViT-L-14__openai' (default: the cache's only one)")] = "",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "auto",
-    cache_dir: Annotated[Path, typer.Option()] = Path("cache"),
-    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
+    cache_dir: Annotated[Path, typer.Option(help="the cache root (stage 1's --cache-dir)")] = Path("cache"),
+    runs_dir: Annotated[Path, typer.Option(help="where run folders go, and the table with them")] = Path("runs"),
     train: Annotated[bool, typer.Option(help="train missing runs; --no-train renders what is there")] = True,
     published: Annotated[Path | None, typer.Option(help="published figures CSV (default: the bundled copy)")] = None,
     rerank: Annotated[int, typer.Option(help="also score re-ranking of the Hamming top-R (0: off); "
@@ -137,7 +137,7 @@ def search_command(
     from cfrh_train.search import Index, record_rerank
     folder = run_dir / "index" if (run_dir / "index" / "index.json").is_file() else run_dir
     if evaluate_rerank:
-        console.print_json(json.dumps(record_rerank(folder.parent, evaluate_rerank, device)))
+        print(json.dumps(record_rerank(folder.parent, evaluate_rerank, device)))
         return
     if sum(x is not None for x in (text, image, row)) != 1:
         raise ConfigError("give exactly one query: --text, --image or --row")

@@ -127,3 +127,22 @@ def test_several_code_and_label_words():
     dist = (130 - qi @ dbi.T) // 2
     rel = (ql.astype(int) @ dl.T.astype(int)) > 0
     assert got["p@k"]["10"] == pytest.approx(ref_precision_at(dist, rel, 10))
+
+
+def test_agrees_with_torchmetrics_average_precision():
+    """An independent implementation: torchmetrics' retrieval AP (AP@k normalised by the hits in
+    the top k, as calculate_top_map) on a ranking by distance with ties by database index."""
+    torch = pytest.importorskip("torch")
+    tm = pytest.importorskip("torchmetrics.functional.retrieval")
+    rng = np.random.default_rng(7)
+    bits, n_q, n_db = 16, 30, 200
+    q, db = codes(rng, n_q, bits), codes(rng, n_db, bits)
+    ql, dl = (rng.random((n_q, 5)) < 0.3).astype(np.uint8), (rng.random((n_db, 5)) < 0.3).astype(np.uint8)
+    got = evaluate(q, db, ql, dl, k=50)
+    dist = (bits - q.astype(int) @ db.T.astype(int)) // 2
+    score = (bits + 1 - dist) * n_db + (n_db - np.arange(n_db))  # > 0, distinct: distance, then index
+    rel = (ql.astype(int) @ dl.T.astype(int)) > 0
+    for k, key in ((50, "map@50"), (None, "map@all")):
+        theirs = np.mean([float(tm.retrieval_average_precision(torch.tensor(score[i], dtype=torch.float64),
+                                                               torch.tensor(rel[i]), top_k=k)) for i in range(n_q)])
+        assert got[key] == pytest.approx(theirs, abs=1e-6)  # torchmetrics sums in float32

@@ -341,3 +341,15 @@ def test_user_errors_exit_1_usage_errors_2_bugs_keep_their_traceback(synth_dir, 
     monkeypatch.setattr(pipeline, "build_features", broken)
     out = runner.invoke(cli.app, args)
     assert isinstance(out.exception, KeyError)  # not turned into a user error
+
+
+def test_sparse_tags_and_labels_go_through_the_reader_into_the_cache(tmp_path):
+    pixels = trio(tmp_path, lambda p, x: write_mat73(p, {"IAll": x.transpose(1, 2, 3, 0)}), n=6, side=5)
+    yall = (np.random.default_rng(2).random((6, 5)) < 0.4).astype(np.float64)
+    labels = np.eye(3)[np.arange(6) % 3]
+    scipy.io.savemat(tmp_path / "mirflickr25k-yall.mat", {"YAll": scipy.sparse.csc_matrix(yall)})
+    scipy.io.savemat(tmp_path / "mirflickr25k-lall.mat", {"LAll": scipy.sparse.csc_matrix(labels)})
+    source = read_trio(tmp_path)
+    np.testing.assert_array_equal(source.bow.toarray(), yall)
+    np.testing.assert_array_equal(source.labels, labels)
+    assert source.images.read(0, 1).shape == (1, 3, 5, 5) and pixels.shape[0] == 6

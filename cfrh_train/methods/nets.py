@@ -14,8 +14,8 @@ from cfrh_train.methods.base import Method
 
 class BowLinear(nn.Module):
     """``nn.Linear`` for bag-of-words rows, which are ~1% non-zero: on CPU it sums the weight rows
-    of a batch's words (``embedding_bag``) instead of multiplying the zeros, ~6× less time for
-    the widest layer of a text encoder. Same initial values as ``nn.Linear`` (its weight,
+    of a batch's words (``embedding_bag``) instead of multiplying the zeros, which is most of the
+    cost of the widest layer of a text encoder. Same initial values as ``nn.Linear`` (its weight,
     stored transposed: one row per word), same function; dense rows and GPUs take ``addmm``.
     """
 
