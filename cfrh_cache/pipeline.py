@@ -212,12 +212,19 @@ def _describe_change(old: dict | None, new: dict, prefix: str = "") -> str:
 
 def _review(cache: Cache, wanted: dict[str, dict]) -> tuple[list[str], list[str]]:
     """The complete arrays that were made from these inputs, and why the others were not. Other
-    encoders' features count as valid while made from the same images."""
+    encoders' features count as valid while made from the same images. The raw texts and image
+    paths are copies of the source, rewritten whenever it changed: they never block a run."""
     valid, stale = [], []
     images = next(record["images"] for key, record in wanted.items() if key.startswith("image/"))
     for name in cache.names(complete_only=True):
         key = next((k for k in wanted if name in _arrays_of(k)), None)
+        if key == "raw":
+            continue
         record = cache.array(name).attrs.get("made_from")
+        if record is None and key is not None:  # written before cfrh 0.3: read its record off the cache
+            record = _legacy_record(cache, key, name, wanted)
+            if record == wanted[key]:
+                cache.array(name).attrs.update({"made_from": record})  # provenance only; the data is untouched
         if key is not None:
             ok = record == wanted[key] or (key == "split" and _only_protocol_changed(record, wanted[key]))
             why = _describe_change(record, wanted[key])
@@ -228,6 +235,35 @@ def _review(cache: Cache, wanted: dict[str, dict]) -> tuple[list[str], list[str]
             continue
         (valid if ok else stale).append(name if ok else f"{name} was made from other inputs ({why})")
     return valid, stale
+
+
+def _legacy_record(cache: Cache, key: str, name: str, wanted: dict[str, dict]) -> dict | None:
+    """What an array of a cache written before cfrh 0.3 (no ``made_from``) was made from, as far as
+    the cache's own attributes tell: its files' checksums, the vocabulary options, the split's
+    protocol and seed, the encoder's attributes. What they do not tell (the checksum of image
+    files, the tokenizer) stays unknown, so such an array counts as made from other inputs."""
+    attrs = cache.attrs
+    sha = {f["name"]: f.get("sha256") for f in attrs.get("source_files", [])}
+    files = lambda record: {f: sha.get(f) for f in record}
+    if key == "labels":
+        return {"files": files(wanted["labels"]["files"])}
+    if key == "text":
+        vocab = attrs.get("vocabulary", {})
+        old = {"files": files(wanted["text"]["files"])}
+        if "vocabulary" in wanted["text"]:
+            old["vocabulary"] = {"max_size": vocab.get("max_size"), "min_df": vocab.get("min_df"),
+                                 "tokenizer": vocab.get("tokenizer")}
+        return old
+    if key == "split":
+        split = attrs.get("split", {})
+        return {"labels": {"files": files(wanted["labels"]["files"])}, "protocol": split.get("protocol"),
+                "seed": split.get("seed")}
+    if key.startswith("image/"):
+        record = wanted[key]
+        encoder = attrs.get("encoders", {}).get(name.split("/", 1)[1], {})
+        return {"images": files(record["images"]), "encoder": _encoder_identity(encoder),
+                "decode": "array (uint8)" if record["decode"] == "array (uint8)" else None}
+    return None
 
 
 def _stale(path: Path, n: int, dataset: str, wanted: dict[str, dict]) -> list[str]:
@@ -259,7 +295,7 @@ def _staging(final: Path, n: int, dataset: str, wanted: dict[str, dict]) -> Path
     if not (staging / "zarr.json").is_file():
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            old = Cache.open(final)
+            old = Cache.open(final, mode="a")
         except CacheError:  # another format: nothing in it can be reused
             return staging
         new = Cache.create(staging, dataset, n)

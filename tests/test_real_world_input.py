@@ -353,3 +353,25 @@ def test_sparse_tags_and_labels_go_through_the_reader_into_the_cache(tmp_path):
     np.testing.assert_array_equal(source.bow.toarray(), yall)
     np.testing.assert_array_equal(source.labels, labels)
     assert source.images.read(0, 1).shape == (1, 3, 5, 5) and pixels.shape[0] == 6
+
+
+def test_a_cache_of_cfrh_0_2_is_adopted_where_its_attributes_tell_its_inputs(synth_dir, tmp_path):
+    """Arrays written before made_from existed: kept (not re-encoded) where the cache's own
+    checksums and attributes show the same inputs; refused where they cannot tell (image files)."""
+    features("synth", synth_dir, tmp_path / "c", chunk_rows=64)
+    data = small_manifest(tmp_path / "m")
+    features("manifest", data, tmp_path / "c", chunk_rows=16)
+    for name in ("synth", "manifest"):
+        for added in ("meta", "text/raw"):  # 0.2 did not store them
+            shutil.rmtree(tmp_path / "c" / name / added, ignore_errors=True)
+        cache = Cache.open(tmp_path / "c" / name, mode="a")
+        for array in cache.names():
+            cache.group[array].attrs.update({"made_from": None})
+        files = [{k: v for k, v in f.items() if f["name"] != "<image files>" or k != "sha256"}
+                 for f in cache.attrs["source_files"]]
+        cache.update_attrs(source_files=files)
+    again = features("synth", synth_dir, tmp_path / "c", chunk_rows=64)
+    assert again.stats.skipped and again.written == ["meta/image_path"]  # features kept, paths added
+    assert Cache.open(tmp_path / "c" / "synth").array("labels").attrs["made_from"] is not None
+    with pytest.raises(CacheError, match=r"image/cfrh-tiny-vit__none was made from other inputs"):
+        features("manifest", data, tmp_path / "c", chunk_rows=16)
