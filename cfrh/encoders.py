@@ -45,6 +45,8 @@ class Encoder:
     device: torch.device
     dim: int
     attrs: dict = field(default_factory=dict)
+    resize_to: int | None = None  # the short side before the centre crop (None: the crop's size)
+    tokenizer: object = None  # open_clip's, for the text tower (None: an image-only backbone)
 
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> np.ndarray:
@@ -55,8 +57,18 @@ class Encoder:
             features = self.model.encode_image(x)
         return features.float().cpu().numpy().astype(np.float16)
 
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Raw texts → float16 (B, D) features of the model's text tower (CLIP text embeddings)."""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            features = self.model.encode_text(tokens)
+        return features.float().cpu().numpy().astype(np.float16)
+
 
 def encoder_tag(model: str, pretrained: str | None, weights_sha: str | None = None) -> str:
+    from cfrh.backbones import tag_of
+    model = tag_of(model)
     if pretrained in (None, "none"):
         return f"{model}__none"
     path = Path(pretrained)
@@ -68,11 +80,23 @@ def encoder_tag(model: str, pretrained: str | None, weights_sha: str | None = No
 
 def load_encoder(model: str = "ViT-B-32", pretrained: str | None = "openai", device: str = "auto",
                  seed: int = 0) -> Encoder:
-    """Build the frozen image encoder. ``pretrained``: an open_clip tag, a local weights file, or none.
+    """Build the frozen image encoder. ``model``: an open_clip architecture, or a classic backbone
+    (``torchvision:vgg19``, ``timm:<name>``; see ``cfrh.backbones``). ``pretrained``: an open_clip
+    tag (``imagenet`` for torchvision), a local weights file, or none.
 
     ``none`` gives a randomly initialised encoder (seeded, so a resumed run is identical); every
     cache written with it says so in its array name and attributes.
     """
+    from cfrh.backbones import build_classic, is_classic
+    if is_classic(model):
+        dev = resolve_device(device)
+        net, attrs, weights_sha, cfg = build_classic(model, pretrained, seed)
+        if pretrained in (None, "none"):
+            attrs.update(random_init_seed=seed, warning="randomly initialised encoder: for demos and tests, "
+                                                        "not for results")
+        return _finish(net.to(dev).eval().requires_grad_(False), model, pretrained,
+                       encoder_tag(model, pretrained, weights_sha if pretrained not in (None, "none") and
+                                   Path(str(pretrained)).is_file() else None), cfg, dev, attrs, cfg["resize"])
     if model not in open_clip.list_models():
         raise ConfigError(f"--model {model!r}: unknown open_clip model {model!r}; see open_clip.list_models() "
                          f"(ours: {', '.join(p.stem for p in MODEL_CONFIGS.glob('*.json'))})")
@@ -94,18 +118,26 @@ def load_encoder(model: str = "ViT-B-32", pretrained: str | None = "openai", dev
     torch.manual_seed(seed)
     net, _, _ = open_clip.create_model_and_transforms(model, pretrained=weights, **kwargs)
     net = net.to(dev).eval().requires_grad_(False)
-    cfg = open_clip.get_model_preprocess_cfg(net)
-    size = cfg["size"] if isinstance(cfg["size"], tuple) else (cfg["size"], cfg["size"])
+    encoder = _finish(net, model, "none" if weights is None else str(pretrained),
+                      encoder_tag(model, pretrained, weights_sha), open_clip.get_model_preprocess_cfg(net), dev, attrs)
+    encoder.tokenizer = open_clip.get_tokenizer(model)
+    return encoder
+
+
+def _finish(net: torch.nn.Module, model: str, pretrained: str | None, tag: str, cfg: dict, dev: torch.device,
+            attrs: dict, resize_to: int | None = None) -> Encoder:
+    """The Encoder of a built network: its preprocessing, its feature width, its attributes."""
+    size = tuple(cfg["size"]) if isinstance(cfg["size"], (tuple, list)) else (cfg["size"], cfg["size"])
     mean = torch.tensor(cfg["mean"], device=dev).view(1, 3, 1, 1)
     std = torch.tensor(cfg["std"], device=dev).view(1, 3, 1, 1)
     with torch.no_grad():
         dim = int(net.encode_image(torch.zeros(1, 3, *size, device=dev)).shape[-1])
     attrs.update(preprocessing={"size": list(size), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
-                                "interpolation": cfg["interpolation"], "resize_mode": cfg["resize_mode"]},
+                                "interpolation": cfg["interpolation"], "resize_mode": cfg["resize_mode"],
+                                **({"resize": resize_to} if resize_to else {})},
                  dim=dim, dtype="float16")
-    return Encoder(net, model, "none" if weights is None else str(pretrained),
-                   encoder_tag(model, pretrained, weights_sha), size, cfg["interpolation"], cfg["resize_mode"],
-                   mean, std, dev, dim, attrs)
+    return Encoder(net, model, str(pretrained or "none"), tag, size, cfg["interpolation"], cfg["resize_mode"],
+                   mean, std, dev, dim, attrs, resize_to)
 
 
 def _weights_for_tag(model: str, tag: str) -> tuple[str, dict]:
@@ -156,8 +188,10 @@ def _offline_help(model: str, tag: str, hub: str) -> str:
         f"  3. --pretrained none for a random encoder (demos and tests only).")
 
 
-def geometric(image: torch.Tensor, size: tuple[int, int], interpolation: str, resize_mode: str) -> torch.Tensor:
-    """Resize (shortest side) and centre-crop uint8 (…, 3, H, W) as open_clip's eval transform does."""
+def geometric(image: torch.Tensor, size: tuple[int, int], interpolation: str, resize_mode: str,
+              resize_to: int | None = None) -> torch.Tensor:
+    """Resize (shortest side, to ``resize_to`` or the crop's size) and centre-crop uint8
+    (…, 3, H, W) as open_clip's (or torchvision's) eval transform does."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image
     mode = TF.InterpolationMode(interpolation)
@@ -166,18 +200,19 @@ def geometric(image: torch.Tensor, size: tuple[int, int], interpolation: str, re
     if resize_mode == "longest":
         raise ConfigError("resize_mode 'longest' (letterboxing) is not supported for array images")
     h, w = image.shape[-2:]
-    scale = max(size[0] / h, size[1] / w)
+    scale = max(size[0] / h, size[1] / w) if resize_to is None else resize_to / min(h, w)
     resized = TF.resize(image, [max(size[0], round(h * scale)), max(size[1], round(w * scale))],
                         interpolation=mode, antialias=True)
     return TF.center_crop(resized, list(size))
 
 
-def pil_geometric(image: Image.Image, size: tuple[int, int], interpolation: str, resize_mode: str) -> torch.Tensor:
+def pil_geometric(image: Image.Image, size: tuple[int, int], interpolation: str, resize_mode: str,
+                  resize_to: int | None = None) -> torch.Tensor:
     """The same for a decoded file, with Pillow's resize (what open_clip's transform does on PIL images)."""
     from torchvision.transforms import CenterCrop, InterpolationMode, Resize
     mode = InterpolationMode(interpolation)
     if resize_mode == "squash":
         image = Resize(list(size), interpolation=mode)(image)
     else:
-        image = CenterCrop(list(size))(Resize(min(size), interpolation=mode)(image))
+        image = CenterCrop(list(size))(Resize(resize_to or min(size), interpolation=mode)(image))
     return TF.pil_to_tensor(image)

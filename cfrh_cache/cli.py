@@ -23,6 +23,7 @@ app = typer.Typer(no_args_is_help=True, help="Stage 1: read a dataset, encode it
 DATASETS = ("mirflickr", "nuswide", "coco", "wiki", "manifest", "synth")  # = cfrh_cache.readers.READERS
 Dataset = Enum("Dataset", {d: d for d in DATASETS}, type=str)
 Protocol = Enum("Protocol", {p: p for p in ("djsrh", "ucch")}, type=str)
+TextKind = Enum("TextKind", {k: k for k in ("bow", "dense")}, type=str)
 
 
 @app.callback()
@@ -64,6 +65,8 @@ def features(
                                                "the cache is replaced only once the rebuild is complete")] = False,
     image_layout: Annotated[str | None, typer.Option(help="axis order of an image array (IAll) in MATLAB order, "
                                                           "e.g. HWCN, where the reader cannot tell it")] = None,
+    text_encoder: Annotated[bool, typer.Option(help="also the model's CLIP text embeddings of raw texts "
+                                                    "(text/<model>__<pretrained>; train with --text TAG)")] = False,
     chunk_rows: Annotated[int, typer.Option(min=1, help="rows per Zarr chunk (the unit of resumption and of ranks)")] = 1024,
     max_chunks: Annotated[int | None, typer.Option(hidden=True)] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
@@ -73,7 +76,8 @@ def features(
     from cfrh_cache.pipeline import FeatureOptions, build_features
     options = FeatureOptions(model=model, pretrained=pretrained, batch_size=batch_size, workers=workers, device=device,
                              protocol=protocol.value, seed=seed, vocab_size=vocab_size, min_df=min_df, resplit=resplit,
-                             rebuild=rebuild, chunk_rows=chunk_rows, progress=progress, image_layout=image_layout)
+                             rebuild=rebuild, chunk_rows=chunk_rows, progress=progress, image_layout=image_layout,
+                             text_encoder=text_encoder)
     with distributed_context(device) as (rank, ranks, barrier, dev):
         report = build_features(dataset.value, root, cache_dir, replace(options, device=dev), rank=rank, ranks=ranks,
                                 barrier=barrier, max_chunks=max_chunks)
@@ -89,6 +93,40 @@ def features(
     for note in report.notes:
         err_console.print(f"  · {note}")
     err_console.print(f"cache: [bold]{report.cache}[/] (wrote: {', '.join(report.written) or 'nothing new'})")
+
+
+@app.command("import")
+@user_errors
+def import_(
+    name: Annotated[str, typer.Argument(help="the cache's name: CACHE_DIR/NAME, and cfrh-train --dataset NAME")],
+    image: Annotated[str, typer.Option(help="image features: FILE[:KEY] (.npy .npz .mat .h5 .parquet) or a "
+                                            "clip-retrieval output folder")],
+    text: Annotated[str, typer.Option(help="text vectors, FILE[:KEY], one row per image row")],
+    labels: Annotated[str, typer.Option(help="labels, FILE[:KEY]: multi-hot rows or class numbers")],
+    query: Annotated[str | None, typer.Option(help="query rows, FILE[:KEY] (0-based; 1-based in .mat) or a 0/1 mask")] = None,
+    database: Annotated[str | None, typer.Option(help="database rows, as --query")] = None,
+    train: Annotated[str | None, typer.Option(help="training rows (inside the database), as --query")] = None,
+    text_kind: Annotated[TextKind, typer.Option(help="bow: non-negative counts or weights; dense: features "
+                                                     "(LDA, Doc2Vec, CLIP text)")] = TextKind.bow,
+    encoder_name: Annotated[str, typer.Option(help="names the features: image/<name> (e.g. vgg19)")] = "imported",
+    cache_dir: Annotated[Path, typer.Option(help="cache root; the store goes to CACHE_DIR/NAME")] = Path("cache"),
+    protocol: Annotated[Protocol, typer.Option(help="split protocol when no split files are given")] = Protocol.djsrh,
+    seed: Annotated[int, typer.Option(min=0, help="split seed")] = 0,
+    resplit: Annotated[bool, typer.Option(help="replace a stored split of another protocol/seed")] = False,
+    rebuild: Annotated[bool, typer.Option(help="rebuild what was made from other inputs")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Import features computed elsewhere (VGG-19 .npy, DGCPN, UCCH .mat, clip-retrieval) into a cache."""
+    from cfrh_cache.importer import import_source, split_spec
+    from cfrh_cache.pipeline import FeatureOptions, build_source
+    source = import_source(name, image, text, labels, query, database, train, text_kind.value, encoder_name)
+    options = FeatureOptions(protocol=protocol.value, seed=seed, resplit=resplit, rebuild=rebuild, progress=progress)
+    root = split_spec(image)[0]
+    report = build_source(source, name, root if root.is_dir() else root.parent, cache_dir, options)
+    for note in report.notes:
+        err_console.print(f"  · {note}")
+    err_console.print(f"cache: [bold]{report.cache}[/] (wrote: {', '.join(report.written) or 'nothing new'}); "
+                      f"train with: cfrh-train --dataset {name} --cache-dir {cache_dir}")
 
 
 @app.command()

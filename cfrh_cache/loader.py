@@ -15,6 +15,7 @@ class BatchReader(torch.utils.data.Dataset):
     def __init__(self, images: ImageSource, ranges: list[tuple[int, int]], encoder: Encoder):
         self.images, self.ranges = images, ranges
         self.size, self.interpolation, self.resize_mode = encoder.size, encoder.interpolation, encoder.resize_mode
+        self.resize_to = encoder.resize_to
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -23,8 +24,9 @@ class BatchReader(torch.utils.data.Dataset):
         start, stop = self.ranges[i]
         rows = self.images.read(start, stop)
         if self.images.kind == "array":
-            return geometric(torch.from_numpy(rows), self.size, self.interpolation, self.resize_mode)
-        return torch.stack([pil_geometric(im, self.size, self.interpolation, self.resize_mode) for im in rows])
+            return geometric(torch.from_numpy(rows), self.size, self.interpolation, self.resize_mode, self.resize_to)
+        return torch.stack([pil_geometric(im, self.size, self.interpolation, self.resize_mode, self.resize_to)
+                            for im in rows])
 
 
 def batch_loader(images: ImageSource, ranges: list[tuple[int, int]], encoder: Encoder, workers: int):

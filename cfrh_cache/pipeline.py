@@ -94,6 +94,7 @@ class FeatureOptions:
     chunk_rows: int = CHUNK_ROWS
     progress: bool = True
     image_layout: str | None = None
+    text_encoder: bool = False  # also CLIP text embeddings of raw texts: text/<model>__<pretrained>
 
     def __post_init__(self) -> None:
         for name, low in (("batch_size", 1), ("workers", 0), ("vocab_size", 1), ("min_df", 1), ("chunk_rows", 1),
@@ -122,14 +123,45 @@ def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cach
     """
     opts = options or FeatureOptions()
     with disk_errors(Path(cache_dir) / dataset):
-        return _build(dataset, root, Path(cache_dir), opts, rank, ranks, barrier, max_chunks)
+        source = read_dataset(dataset, root, opts.image_layout)
+        return build_source(source, dataset, root, cache_dir, opts, rank=rank, ranks=ranks, barrier=barrier,
+                            max_chunks=max_chunks)
 
 
-def _build(dataset: str, root: str | Path, cache_dir: Path, opts: FeatureOptions, rank: int, ranks: int, barrier,
-           max_chunks: int | None) -> FeatureReport:
-    source = read_dataset(dataset, root, opts.image_layout)
+@dataclass
+class Precomputed:
+    """The mapper for image features computed elsewhere (``FeatureRows``): stores them as float16."""
+
+    tag: str
+    dim: int
+    attrs: dict
+    device: str = "none (precomputed)"
+
+    def __call__(self, rows) -> np.ndarray:
+        return np.asarray(rows, np.float32).astype(np.float16)
+
+
+def image_mapper(source: Source, opts: FeatureOptions) -> Encoder | Precomputed:
+    """What turns the source's images into features: the image encoder, or nothing to run."""
+    if source.images.kind == "features":
+        rows = source.images
+        return Precomputed(rows.tag, int(rows.features.shape[1]),
+                           {"model": "precomputed", "pretrained": "file", "origin": rows.origin,
+                            "dim": int(rows.features.shape[1]), "dtype": "float16"})
+    return load_encoder(opts.model, opts.pretrained, opts.device, opts.seed)
+
+
+def build_source(source: Source, dataset: str, root: str | Path, cache_dir: str | Path, opts: FeatureOptions, *,
+                 rank: int = 0, ranks: int = 1, barrier=None, max_chunks: int | None = None) -> FeatureReport:
+    """``build_features`` for a source already read (a reader's, or ``cfrh-cache import``'s)."""
+    with disk_errors(Path(cache_dir) / dataset):
+        return _build(source, dataset, root, Path(cache_dir), opts, rank, ranks, barrier, max_chunks)
+
+
+def _build(source: Source, dataset: str, root: str | Path, cache_dir: Path, opts: FeatureOptions, rank: int,
+           ranks: int, barrier, max_chunks: int | None) -> FeatureReport:
     final = Path(cache_dir) / dataset
-    encoder = load_encoder(opts.model, opts.pretrained, opts.device, opts.seed)
+    encoder = image_mapper(source, opts)
     name = f"image/{encoder.tag}"
     files = _source_files(source, _previous_files(final))
     wanted = made_from(source, files, opts, encoder)
@@ -145,6 +177,8 @@ def _build(dataset: str, root: str | Path, cache_dir: Path, opts: FeatureOptions
         cache.update_attrs(root=str(Path(root).resolve()), source_files=files, source_notes=source.notes,
                            images=source.images.place())
         written += _write_tables(cache, source, opts, wanted)
+        if opts.text_encoder:
+            written += _write_text_features(cache, source, encoder, opts, wanted, max_chunks)
         _feature_array(cache, name, (source.n, encoder.dim), wanted[name], opts.chunk_rows)
     if barrier:
         barrier()
@@ -173,20 +207,24 @@ def made_from(source: Source, files: list[dict], opts: FeatureOptions, encoder: 
     sha = {f["path"]: f["sha256"] for f in files}
     role = lambda r: {Path(p).name: sha[str(Path(p).resolve())] for p in source.files_for(r)}
     images = {"<image files>": sha["<image files>"]} if source.images.kind == "file" else role("images")
+    decode = {"file": DECODE, "array": "array (uint8)", "features": "precomputed"}[source.images.kind]
     labels = {"files": role("labels")}
     texts = {"files": role("texts"), **({} if source.bow is not None else {"vocabulary": opts.vocabulary_params()})}
-    return {"labels": labels, "text": texts, "raw": {"texts": role("texts"), "images": images},
+    records = {}
+    if opts.text_encoder:
+        records[f"text/{encoder.tag}"] = {"texts": role("raw"), "encoder": _encoder_identity(encoder.attrs)}
+    return {**records, "labels": labels, "text": texts, "raw": {"texts": role("raw"), "images": images},
             "split": {"labels": labels, "protocol": opts.protocol, "seed": opts.seed},
             f"image/{encoder.tag}": {"images": images, "encoder": _encoder_identity(encoder.attrs),
-                                     "decode": DECODE if source.images.kind == "file" else "array (uint8)"}}
+                                     "decode": decode}}
 
 
 def _encoder_identity(attrs: dict) -> dict:
-    keep = ("model", "pretrained", "weights_sha256", "random_init_seed", "preprocessing", "dim")
+    keep = ("model", "pretrained", "weights_sha256", "random_init_seed", "preprocessing", "dim", "origin")
     return {k: attrs[k] for k in keep if k in attrs}
 
 
-ARRAYS_OF = {"labels": ("labels",), "text": Cache.BOW_ARRAYS,
+ARRAYS_OF = {"labels": ("labels",), "text": Cache.TEXT_ARRAYS,
              "split": ("split/query", "split/database", "split/train", "split/val"),
              "raw": ("text/raw/utf8", "text/raw/offsets", "meta/image_path/utf8", "meta/image_path/offsets")}
 
@@ -231,6 +269,9 @@ def _review(cache: Cache, wanted: dict[str, dict]) -> tuple[list[str], list[str]
         elif name.startswith("image/"):
             ok = record is not None and record.get("images") == images
             why = _describe_change(None if record is None else record.get("images"), images, "images ")
+        elif name.startswith("text/"):  # another text encoder's features: valid while the texts are the same
+            ok = record is not None and record.get("texts") == wanted["raw"]["texts"]
+            why = _describe_change(None if record is None else record.get("texts"), wanted["raw"]["texts"], "texts ")
         else:
             continue
         (valid if ok else stale).append(name if ok else f"{name} was made from other inputs ({why})")
@@ -336,8 +377,9 @@ def _write_tables(cache: Cache, source: Source, opts: FeatureOptions, wanted: di
     if not (text and _fresh(cache, text, wanted["text"])):
         written.append("text")
         if source.bow is not None:
-            cache.write_bow(source.bow, {"source": "shipped with the dataset", "vocabulary": source.vocabulary or [],
-                                         "made_from": wanted["text"]})
+            cache.write_text(source.bow, source.text_kind, {"source": "shipped with the dataset",
+                                                            "vocabulary": source.vocabulary or [],
+                                                            "made_from": wanted["text"]})
             cache.update_attrs(vocabulary={"source": "shipped", "size": int(source.bow.shape[1]),
                                            "words": source.vocabulary or []})
         else:
@@ -346,7 +388,7 @@ def _write_tables(cache: Cache, source: Source, opts: FeatureOptions, wanted: di
             empty = np.flatnonzero(np.diff(bow.indptr) == 0)
             if empty.size:
                 log.warning("%d texts have no vocabulary word (rows %s…)", empty.size, empty[:5].tolist())
-            cache.write_bow(bow, {"source": "built here", "vocabulary": words, "made_from": wanted["text"]})
+            cache.write_text(bow, "bow", {"source": "built here", "vocabulary": words, "made_from": wanted["text"]})
             cache.update_attrs(vocabulary={"source": "built", "size": len(words), "min_df": opts.min_df,
                                            "max_size": opts.vocab_size, "tokenizer": TOKENIZER, "words": words,
                                            "rows_without_words": int(empty.size)})
@@ -371,6 +413,26 @@ def _write_tables(cache: Cache, source: Source, opts: FeatureOptions, wanted: di
     cache.update_attrs(split=split.describe())
     written.append("split")
     return written
+
+
+def _write_text_features(cache: Cache, source: Source, encoder: Encoder, opts: FeatureOptions,
+                         wanted: dict[str, dict], max_chunks: int | None) -> list[str]:
+    """``text/<tag>``: the encoder's text tower on the raw texts (UCMFH/DCHMT-style text input)."""
+    if source.texts is None:
+        raise ConfigError(f"--text-encoder: {source.dataset} has no raw texts here (it ships text vectors); the "
+                          "option is for manifests, raw COCO captions and the demo data")
+    if getattr(encoder, "tokenizer", None) is None:
+        raise ConfigError(f"--text-encoder: --model {opts.model} has no text tower; use an open_clip model")
+    name = f"text/{encoder.tag}"
+    dim = int(encoder.encode_texts(source.texts[:1]).shape[1])
+    target = _feature_array(cache, name, (source.n, dim), wanted[name], opts.chunk_rows)
+    stats = encode_texts(target, source.texts, encoder, opts.batch_size, opts.progress, source.dataset, max_chunks)
+    if target is None or target.pending():
+        return []
+    target.finish({"encoder": encoder.attrs, "kind": "dense"})
+    cache.update_attrs(text_encoders={**cache.attrs.get("text_encoders", {}),
+                                      encoder.tag: {**encoder.attrs, "encode_stats": stats.as_dict()}})
+    return [name]
 
 
 def _fresh(cache: Cache, name: str, record: dict) -> bool:
@@ -454,38 +516,56 @@ def plan_batches(target: ChunkedArray, batch_size: int, rank: int = 0, ranks: in
     return plan
 
 
-def encode_images(target: ChunkedArray | None, source: Source, encoder: Encoder, batch_size: int, workers: int,
-                  progress: bool, rank: int = 0, ranks: int = 1, max_chunks: int | None = None) -> EncodeStats:
-    """The runner (clip-retrieval's shape): the reader (DataLoader workers reading and resizing
-    row ranges) feeds the mapper (the encoder), whose features the writer stores chunk by chunk;
-    each role is timed per batch, so the report says where the time went. ``target`` None: the
-    features are complete already."""
-    stats = EncodeStats()
+def encode_images(target: ChunkedArray | None, source: Source, encoder: Encoder | Precomputed, batch_size: int,
+                  workers: int, progress: bool, rank: int = 0, ranks: int = 1,
+                  max_chunks: int | None = None) -> EncodeStats:
+    """Image features: the reader is the DataLoader workers reading and resizing row ranges (or the
+    precomputed rows themselves), the mapper the encoder. ``target`` None: complete already."""
     if target is None:
-        stats.skipped = True
-        return stats
+        return EncodeStats(skipped=True)
     plan = plan_batches(target, batch_size, rank, ranks, max_chunks)
-    reader = iter(batch_loader(source.images, [(a, b) for _, a, b in plan], encoder, workers))
+    if source.images.kind == "features":  # nothing to decode: the rows are the features
+        reader = (source.images.read(a, b) for _, a, b in plan)
+    else:
+        reader = iter(batch_loader(source.images, [(a, b) for _, a, b in plan], encoder, workers))
+    label = f"[bold]{encoder.tag}[/]" + (f" rank {rank}" if ranks > 1 else "")
+    return run_chunks(target, plan, reader, encoder, label, progress, source.dataset)
+
+
+def encode_texts(target: ChunkedArray | None, texts: list[str], encoder: Encoder, batch_size: int, progress: bool,
+                 dataset: str, max_chunks: int | None = None) -> EncodeStats:
+    """Text features of a CLIP text tower, chunk by chunk like the images (resumable)."""
+    if target is None:
+        return EncodeStats(skipped=True)
+    plan = plan_batches(target, batch_size, max_chunks=max_chunks)
+    reader = (texts[a:b] for _, a, b in plan)
+    return run_chunks(target, plan, reader, encoder.encode_texts, f"[bold]text {encoder.tag}[/]", progress, dataset)
+
+
+def run_chunks(target: ChunkedArray, plan: list[tuple[int, int, int]], reader, mapper, label: str, progress: bool,
+               dataset: str) -> EncodeStats:
+    """The runner (clip-retrieval's shape): the reader feeds the mapper, whose features the writer
+    stores chunk by chunk; each role is timed per batch, so the report says where the time went."""
+    stats = EncodeStats()
     writer = ChunkWriter(target)
-    columns = [TextColumn(f"[bold]{encoder.tag}[/]" + (f" rank {rank}" if ranks > 1 else "")), BarColumn(),
-               MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()]
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()]
     t0 = time.perf_counter()
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("encode", total=sum(b - a for _, a, b in plan))
         for chunk, start, stop in plan:
             t = time.perf_counter()
-            pixels = next(reader)
+            batch = next(reader)
             t1 = time.perf_counter()
-            features = encoder(pixels)
-            _check_finite(features, (start, stop), source.dataset)
+            features = mapper(batch)
+            _check_finite(features, (start, stop), dataset)
             t2 = time.perf_counter()
             writer.add(chunk, features)
             t3 = time.perf_counter()
             stats.read_s += t1 - t
             stats.encode_s += t2 - t1
             stats.write_s += t3 - t2
-            stats.images += len(pixels)
-            bar.advance(task, len(pixels))
+            stats.images += len(batch)
+            bar.advance(task, len(batch))
     stats.wall_s = time.perf_counter() - t0
     return stats
 

@@ -68,14 +68,20 @@ def make_split(labels: np.ndarray, dataset: str, protocol: str = "djsrh", seed: 
         return max(1, round(k * scale))
 
     everything = np.arange(n)
-    if fixed is not None and (protocol == "djsrh" or dataset == "wiki"):
+    # a split given with the data is the split, except COCO.mat's under the UCCH protocol (its own rows)
+    if fixed is not None and (protocol == "djsrh" or dataset == "wiki" or dataset not in UCCH_QUERIES):
         query, database = np.sort(fixed["query"]), np.sort(fixed["database"])
-        if dataset == "wiki":
+        if "train" in fixed:
+            train = np.sort(fixed["train"])
+            notes.append("fixed query/database/train from the dataset's files")
+        elif dataset == "wiki" or protocol == "ucch":
             train = database
-            notes.append("fixed split: query = test list, database = train = training list")
+            notes.append("fixed split: query = test rows, database = train = training rows")
         else:
-            train = rng.choice(database, size=min(DJSRH["coco"]["n_train"], database.size), replace=False)
-            notes.append("fixed query/database from the dataset's files")
+            n_train = DJSRH["coco"]["n_train"] if dataset == "coco" else scaled(5000)
+            train = rng.choice(database, size=min(n_train, database.size), replace=False)
+            notes.append(f"fixed query/database from the dataset's files; {min(n_train, database.size)} random "
+                         "training rows from the database")
     elif protocol == "ucch":
         n_query = scaled(UCCH_QUERIES.get(dataset, 2000))
         query, database = everything[n - n_query:], everything[: n - n_query]

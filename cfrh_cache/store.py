@@ -106,27 +106,56 @@ class Cache:
         """Complete image feature arrays, as ``<model>__<pretrained>`` tags."""
         return [n.split("/", 1)[1] for n in self.names(complete_only=True) if n.startswith("image/")]
 
-    # The text side is stored dense (text/bow) or, for large vocabularies, as CSR
-    # (text/bow_csr/{data,indices,indptr}); these three methods are the only ones that know which.
-    BOW_ARRAYS = ("text/bow", "text/bow_csr/data", "text/bow_csr/indices", "text/bow_csr/indptr")
+    # The text side. The dataset's own text is ``text/bow`` (counts or weights; CSR in
+    # ``text/bow_csr/{data,indices,indptr}`` when the vocabulary is large) or ``text/dense`` (dense
+    # features: LDA topics, Doc2Vec, imported embeddings); the group's ``text_kind`` says which.
+    # Text encoders (CLIP text towers) add dense ``text/<model>__<pretrained>``. These methods are
+    # the only code that knows where a text array lives and how it is stored.
+    TEXT_ARRAYS = ("text/bow", "text/bow_csr/data", "text/bow_csr/indices", "text/bow_csr/indptr", "text/dense")
+    NOT_TEXT_ENCODERS = ("bow", "bow_csr", "dense", "raw")
 
     def text_array(self) -> str | None:
-        """The complete array that marks the text side as written (None: not written)."""
-        return next((n for n in ("text/bow", "text/bow_csr/indptr") if self.has(n)), None)
+        """The complete array that marks the dataset's own text as written (None: not written)."""
+        return next((n for n in ("text/bow", "text/bow_csr/indptr", "text/dense") if self.has(n)), None)
 
-    def read_bow(self) -> np.ndarray | scipy.sparse.csr_array:
-        if "text/bow" in self.group:
-            return self.read("text/bow")
+    def text_kind(self, text: str | None = None) -> str:
+        """``bow`` or ``dense``: of the dataset's own text (``text`` None or "bow"), or of a text encoder's."""
+        if text in (None, "bow", "dense"):
+            return "dense" if self.text_array() == "text/dense" else "bow"
+        return "dense"
+
+    def text_encoders(self) -> list[str]:
+        """Complete text-encoder arrays (``text/<tag>``), as tags."""
+        return [n.split("/", 1)[1] for n in self.names(complete_only=True)
+                if n.startswith("text/") and n.split("/")[1] not in self.NOT_TEXT_ENCODERS]
+
+    def text_name(self, text: str | None = None) -> str:
+        """The array of a text input: the dataset's own (None, "bow" or "dense") or a text encoder's tag."""
+        if text in (None, "bow", "dense"):
+            own = self.text_array()
+            if own is None:
+                raise CacheError(f"{self.path}: no complete text array; run `cfrh-cache features` again")
+            return own
+        if not self.has(f"text/{text}"):
+            raise CacheError(f"{self.path}: no complete text/{text} (text inputs: bow or dense, "
+                             f"{', '.join(self.text_encoders()) or 'no text encoder'})")
+        return f"text/{text}"
+
+    def read_text(self, text: str | None = None) -> np.ndarray | scipy.sparse.csr_array:
+        name = self.text_name(text)
+        if name != "text/bow_csr/indptr":
+            return self.read(name)
         data, indices, indptr = (self.read(f"text/bow_csr/{k}") for k in ("data", "indices", "indptr"))
         shape = tuple(self.array("text/bow_csr/indptr").attrs["shape"])
         return scipy.sparse.csr_array((data, indices, indptr), shape=shape)
 
-    def bow_rows(self, rows) -> np.ndarray:
+    def text_rows(self, rows, text: str | None = None) -> np.ndarray:
         """float32 text rows of some cache rows, reading only those rows where stored dense."""
         rows = np.asarray(rows, np.int64)
-        if self.has("text/bow"):
-            return np.asarray(self.array("text/bow").get_orthogonal_selection((rows,)), np.float32)
-        return dense_rows(self.read_bow(), rows)
+        name = self.text_name(text)
+        if name == "text/bow_csr/indptr":
+            return dense_rows(self.read_text(text), rows)
+        return np.asarray(self.array(name).get_orthogonal_selection((rows,)), np.float32)
 
     def read_strings(self, name: str, rows=None) -> list[str]:
         """Strings written by ``write_strings`` (all, or only ``rows``, reading only those bytes)."""
@@ -179,8 +208,15 @@ class Cache:
         self.write(f"{name}/utf8", np.frombuffer(b"".join(encoded), np.uint8), attrs, chunk_rows=1 << 20)
         self.write(f"{name}/offsets", offsets, attrs, chunk_rows=1 << 16)
 
-    def write_bow(self, bow, attrs: dict) -> None:
-        """Dense (N, V) when V is moderate, else the three CSR arrays (``text/bow_csr``)."""
+    def write_text(self, text, kind: str, attrs: dict) -> None:
+        """The dataset's own text: dense features as ``text/dense``; a BoW dense (N, V) when V is
+        moderate, else as the three CSR arrays (``text/bow_csr``). Records ``text_kind``."""
+        self.update_attrs(text_kind=kind)
+        if kind == "dense":
+            dense = text.toarray() if scipy.sparse.issparse(text) else np.asarray(text)
+            self.write("text/dense", dense.astype(np.float32), attrs)
+            return
+        bow = text
         if scipy.sparse.issparse(bow) and bow.shape[1] > 4096:
             bow = scipy.sparse.csr_array(bow)
             for key in ("data", "indices", "indptr"):

@@ -29,6 +29,8 @@ def train_command(
     config: Annotated[Path | None, typer.Option(help="JSON config overriding the dataset's defaults")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="training epochs")] = None,
     encoder: Annotated[str | None, typer.Option(help="image/<tag> array to use when the cache has several")] = None,
+    text: Annotated[str | None, typer.Option(help="text input: bow (the dataset's own text) or a text encoder's "
+                                                  "tag, e.g. ViT-B-32__openai (cfrh-cache features --text-encoder)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N")] = None,
     cache_dir: Annotated[Path, typer.Option(help="the cache root (stage 1's --cache-dir)")] = Path("cache"),
     runs_dir: Annotated[Path, typer.Option(help="where run folders go")] = Path("runs"),
@@ -41,7 +43,7 @@ def train_command(
     from cfrh_train.train import run
     overrides = parse_set(set_)
     for key, value in (("bits", bits), ("method", method and method.value), ("seed", seed), ("epochs", epochs),
-                       ("encoder", encoder), ("device", device)):
+                       ("encoder", encoder), ("text", None if text == "bow" else text), ("device", device)):
         if value is not None:
             overrides[key] = value
     folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress, export=export)

@@ -25,7 +25,9 @@ class CachedData:
     labels: np.ndarray  # (N, C) uint8
     split: dict[str, np.ndarray]
     attrs: dict
-    inputs: dict  # the cache's identity and the checksums of every array read: what a run is made from
+    inputs: dict  # the checksums of every array read: what a run is made from
+    text_kind: str = "bow"  # "bow" (BoW input layer, sigmoid decoder) or "dense" (linear layer and decoder)
+    text_input: str | None = None  # None: the dataset's own text; else a text encoder's tag
 
     def rows(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(image, text) float32 rows."""
@@ -47,14 +49,17 @@ def choose_encoder(cache: Cache, encoder: str | None) -> str:
     return encoder
 
 
-def data_inputs(cache: Cache, encoder: str) -> dict:
+def data_inputs(cache: Cache, encoder: str, text: str | None = None) -> dict:
     """What a run reads from the cache, by checksum (from the attributes: no data is read)."""
-    read = [f"image/{encoder}", "labels", *(f"split/{k}" for k in ("query", "database", "train", "val")),
-            *(n for n in Cache.BOW_ARRAYS if cache.has(n))]
+    name = cache.text_name(text)
+    texts = [n for n in Cache.TEXT_ARRAYS if cache.has(n)] if name in Cache.TEXT_ARRAYS else [name]
+    read = [f"image/{encoder}", "labels", *(f"split/{k}" for k in ("query", "database", "train", "val")), *texts]
     return {"dataset": cache.attrs.get("dataset"), "arrays": {name: cache.array(name).attrs.get("sha256") for name in read}}
 
 
-def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None) -> CachedData:
+def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None, text: str | None = None) -> CachedData:
+    """The arrays of one run: image features of ``encoder``, the text input ``text`` (None: the
+    dataset's own), labels and split."""
     cache = Cache.open(Path(cache_dir) / dataset)
     encoder = choose_encoder(cache, encoder)
     labels = cache.read("labels")
@@ -64,5 +69,9 @@ def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None) 
     bad = np.flatnonzero(~np.isfinite(image.astype(np.float32)).all(1))
     if bad.size:
         raise CacheError(f"{cache.path}: image/{encoder} has NaN/Inf in rows {bad[:10].tolist()}")
-    return CachedData(dataset, encoder, image, cache.read_bow(), labels, cache.split(), cache.attrs,
-                      data_inputs(cache, encoder))
+    words = cache.read_text(text)
+    values = words.data if scipy.sparse.issparse(words) else words
+    if not np.isfinite(values).all():
+        raise CacheError(f"{cache.path}: {cache.text_name(text)} has NaN/Inf values")
+    return CachedData(dataset, encoder, image, words, labels, cache.split(), cache.attrs,
+                      data_inputs(cache, encoder, text), cache.text_kind(text), text)

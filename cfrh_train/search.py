@@ -59,7 +59,9 @@ def export_index(out: dict, cache_dir: str | Path, dataset: str, folder: str | P
                                                             text=pack_codes(codes["database_text"]),
                                                             rows=np.asarray(codes["database_index"], np.int64)))
     meta = {"dataset": dataset, "model": {"method": result["method"], "config": result["config"],
-                                          "dims": list(out["dims"])}, "cache": str(cache.path.resolve()), "cache_created": attrs.get("created"),
+                                          "dims": list(out["dims"]), "text_kind": out.get("text_kind", "bow")},
+            "text": result["config"].get("text"),
+            "text_encoder": attrs.get("text_encoders", {}).get(result["config"].get("text") or "", None), "cache": str(cache.path.resolve()), "cache_created": attrs.get("created"),
             "method": result["method"], "bits": result["bits"], "seed": result["seed"], "n": int(len(codes["database_index"])),
             "encoder": {**attrs.get("encoders", {}).get(result["encoder"]["tag"], {}), "tag": result["encoder"]["tag"]},
             "vocabulary": attrs.get("vocabulary", {}).get("words") or None,
@@ -94,7 +96,7 @@ class Index:
         from safetensors.torch import load_file
         saved = self.meta["model"]
         self.device = torch.device(device)
-        self.method = build(saved["method"], saved["config"], *saved["dims"])
+        self.method = build(saved["method"], saved["config"], *saved["dims"], saved.get("text_kind", "bow"))
         try:
             self.method.load_index_state(load_file(self.folder / MODEL))
         except RuntimeError as err:  # shapes or names changed, e.g. 0.2's BoW layers store their weight transposed
@@ -112,6 +114,21 @@ class Index:
         """BoW rows of free texts through the cache's vocabulary; a text none of whose words is in
         it would hash like every other such text, so it is refused."""
         from cfrh.text import TOKENIZER, bag_of_words
+        if self.meta.get("text_encoder"):  # the run hashes CLIP text embeddings: encode the query the same way
+            if not all(t.strip() for t in texts):
+                raise ConfigError("--text: an empty query; give some words")
+            enc = self.meta["text_encoder"]
+            if enc.get("pretrained") == "file":
+                raise ConfigError(f"the text encoder {self.meta['text']} was loaded from a file; text queries need it "
+                                  "(not supported here yet): use --row or --image")
+            from cfrh.encoders import load_encoder
+            encoder = load_encoder(enc["model"], enc.get("pretrained", "none"), str(self.device),
+                                   enc.get("random_init_seed", 0))
+            return encoder.encode_texts(texts).astype(np.float32)
+        if self.meta["model"].get("text_kind") == "dense":
+            text = self.meta.get("text") or "the dataset's own"
+            raise ConfigError(f"{self.folder}: the model hashes dense text features ({text}), which free text cannot "
+                              "be turned into here; use --row or --image")
         words = self.meta.get("vocabulary")
         if not words:
             raise ConfigError(f"{self.meta['dataset']}: its BoW vocabulary is not known (the dataset shipped BoW "
@@ -143,7 +160,7 @@ class Index:
         for p in paths:
             if not Path(p).is_file():
                 raise DataError(f"--image {p}: not a readable file")
-            pixels.append(pil_geometric(open_rgb(p), e.size, e.interpolation, e.resize_mode))
+            pixels.append(pil_geometric(open_rgb(p), e.size, e.interpolation, e.resize_mode, e.resize_to))
         return e(torch.stack(pixels)).astype(np.float32)
 
     def use_weights(self, path: str | Path) -> None:
@@ -198,7 +215,7 @@ class Index:
         cache = self.cache()
         rows = self.check_rows(rows)
         if modality == "text":
-            return cache.bow_rows(rows)
+            return cache.text_rows(rows, self.meta.get("text"))
         return np.asarray(cache.array(f"image/{self.meta['encoder']['tag']}").get_orthogonal_selection((rows,)),
                           np.float32)
 

@@ -251,14 +251,23 @@ def protocol_lines(results: list[dict]) -> list[str]:
     for (dataset, protocol), runs in _group(results).items():
         p = runs[0]["protocol"]
         rule = next((x["selection"]["rule"] for x in runs if x["selection"]["epoch"] is not None), "none (no training)")
-        encoders = sorted({x["encoder"]["tag"] for x in runs})
+        encoders = sorted({_feature_source(x) for x in runs})
+        texts = sorted({f"{x.get('text', {}).get('input', 'dataset')} ({x.get('text', {}).get('kind', 'bow')})"
+                        for x in runs})
         warn = " (randomly initialised encoder: not comparable with published figures)" if any(
             x["encoder"].get("pretrained") == "none" for x in runs) else ""
-        lines.append(f"{dataset}: split {protocol}; encoder {', '.join(encoders)}{warn}; {p['n_query']:,} queries, "
+        lines.append(f"{dataset}: split {protocol}; image features {', '.join(encoders)}{warn}; text "
+                     f"{', '.join(texts)}; {p['n_query']:,} queries, "
                      f"{p['n_database']:,} database items, {p['n_train']:,} training rows, {p['n_val']:,} validation "
                      f"queries; selection: {rule}, on the validation split, never on the queries; "
                      f"runs: {len(runs)}.")
     return lines
+
+
+def _feature_source(run: dict) -> str:
+    """An encoder tag, with the file it came from where the features were imported."""
+    origin = run["encoder"].get("origin")
+    return run["encoder"]["tag"] + (f" (from {origin.get('file')})" if origin else "")
 
 
 def render_markdown(blocks: list[Block], protocol: list[str], figures: list[Path], root: Path) -> str:

@@ -93,11 +93,11 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     """
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
-    data = load_cache(cache_dir, dataset, config["encoder"])
+    data = load_cache(cache_dir, dataset, config["encoder"], config["text"])
     split = data.split
     img, txt = data.rows(split["train"])
     train_img, train_txt = torch.from_numpy(img).to(device), torch.from_numpy(txt).to(device)
-    method = build(config["method"], config, img.shape[1], txt.shape[1]).to(device)
+    method = build(config["method"], config, img.shape[1], txt.shape[1], data.text_kind).to(device)
     k = config["topk"]
     history, best = [], {"score": -1.0, "epoch": None, "state": None}
     t0 = time.perf_counter()
@@ -166,7 +166,8 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     result = make_result(config, data, metrics, last_metrics or metrics, best, train_s, eval_s, history)
     codes.update(query_index=split["query"], database_index=split["database"])
     curves = {d: metrics[d]["pr_curve"] for d in ("i2t", "t2i")}
-    return {"result": result, "codes": codes, "model": method, "pr_curve": curves, "dims": (img.shape[1], txt.shape[1])}
+    return {"result": result, "codes": codes, "model": method, "pr_curve": curves, "dims": (img.shape[1], txt.shape[1]),
+            "text_kind": data.text_kind}
 
 
 def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path, progress: bool = True,
@@ -200,7 +201,9 @@ def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, 
     return {
         "method": config["method"], "dataset": data.dataset, "bits": config["bits"], "seed": config["seed"],
         "encoder": {"tag": data.encoder, **{k: encoder_attrs.get(k) for k in
-                                           ("model", "pretrained", "weights_sha256", "warning") if k in encoder_attrs}},
+                                           ("model", "pretrained", "weights_sha256", "warning", "origin")
+                                           if k in encoder_attrs}},
+        "text": {"input": data.text_input or "dataset", "kind": data.text_kind},
         "protocol": {"name": split.get("protocol"), "seed": split.get("seed"), "n_query": int(data.split["query"].size),
                      "n_database": int(data.split["database"].size), "n_train": int(data.split["train"].size),
                      "n_val": int(data.split["val"].size), "notes": split.get("notes", [])},

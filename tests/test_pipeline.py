@@ -23,7 +23,7 @@ def test_end_to_end_cache(synth_cache, synth_dir):
     assert cache.group["image/cfrh-tiny-vit__none"].chunks == (64, 32)
     source = read_dataset("synth", synth_dir)
     np.testing.assert_array_equal(cache.read("labels"), source.labels)
-    np.testing.assert_array_equal(cache.read_bow(), source.bow)
+    np.testing.assert_array_equal(cache.read_text(), source.bow)
     enc = cache.attrs["encoders"]["cfrh-tiny-vit__none"]
     assert enc["pretrained"] == "none" and "random" in enc["warning"]
     assert [f["name"] for f in cache.attrs["source_files"]][:3] == [
@@ -52,7 +52,7 @@ def test_manifest_layout_gives_same_features(synth_dir, synth_cache, tmp_path):
     b = Cache.open(tmp_path / "manifest").read("image/cfrh-tiny-vit__none")
     np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)
     vocab = Cache.open(tmp_path / "manifest").attrs["vocabulary"]
-    assert vocab["source"] == "built" and vocab["size"] == Cache.open(tmp_path / "manifest").read_bow().shape[1]
+    assert vocab["source"] == "built" and vocab["size"] == Cache.open(tmp_path / "manifest").read_text().shape[1]
 
 
 def test_resume_after_interruption_is_identical(synth_dir, synth_cache, tmp_path):

@@ -152,6 +152,7 @@ def test_wiki(tmp_path, writer):
     _wiki(tmp_path, writer)
     source = read_dataset("wiki", tmp_path)
     assert source.n == 9 and source.bow.shape == (9, 10) and source.bow.dtype == np.float32
+    assert source.text_kind == "dense"  # LDA topics
     assert (source.labels.sum(1) == 1).all() and source.labels[0, 0] == 1 and source.labels[1, 3] == 1
     np.testing.assert_array_equal(source.fixed_split["query"], [6, 7, 8])
     assert source.images.read(1, 2)[0].getpixel((0, 0))[0] == 60

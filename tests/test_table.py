@@ -122,7 +122,8 @@ def test_figures_latex_and_protocol_line(fake_runs):
     assert all(p.stat().st_size > 5000 for p in out["figures"])
     md = out["markdown"].read_text()
     last = md.strip().splitlines()[-1]
-    assert last.startswith("- mirflickr: split djsrh (seed 0); encoder ViT-B-32__openai; 2,000 queries, 18,015 database")
+    assert last.startswith("- mirflickr: split djsrh (seed 0); image features ViT-B-32__openai; text dataset (bow); "
+                           "2,000 queries, 18,015 database")
     assert "never on the queries" in last
     tex = out["latex"].read_text()
     assert tex.count(r"\begin{tabular}") == 2 and r"\textbf{" in tex and "$\\pm$" in tex

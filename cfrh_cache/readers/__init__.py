@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cfrh.errors import ConfigError
 from cfrh_cache.readers import coco, manifest, mirflickr, nuswide, synth, wiki
-from cfrh_cache.readers.base import ArrayImages, FileImages, ImageSource, Source
+from cfrh_cache.readers.base import ArrayImages, FeatureRows, FileImages, ImageSource, Source
 
 READERS: dict[str, Callable[[Path, str | None], Source]] = {
     "mirflickr": mirflickr.read,
@@ -27,4 +27,4 @@ def read_dataset(name: str, root: str | Path, image_layout: str | None = None) -
     return READERS[name](Path(root), image_layout)
 
 
-__all__ = ["READERS", "read_dataset", "Source", "ImageSource", "ArrayImages", "FileImages"]
+__all__ = ["READERS", "read_dataset", "Source", "ImageSource", "ArrayImages", "FeatureRows", "FileImages"]

@@ -146,6 +146,28 @@ class FileImages(ImageSource):
         return f"{len(self.paths)} image files"
 
 
+class FeatureRows(ImageSource):
+    """Image features computed elsewhere (WIKI's shipped SIFT, VGG-19 ``.npy`` files, clip-retrieval
+    output): stage 1 stores them under ``tag`` as they are, instead of running an image encoder."""
+
+    kind = "features"
+
+    def __init__(self, features: np.ndarray, tag: str, origin: dict):
+        self.features, self.tag, self.origin = features, tag, origin
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def place(self) -> dict:
+        return {"kind": "features", **self.origin}
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.features[start:stop]
+
+    def describe(self) -> str:
+        return f"{self.features.shape[1]}-d features from {self.origin.get('file')}:{self.origin.get('key', '')}"
+
+
 @dataclass
 class Source:
     """A dataset as read from disk, before encoding.
@@ -158,7 +180,7 @@ class Source:
     images: ImageSource
     labels: np.ndarray  # uint8 (N, C); C = 0 when the dataset has no labels
     files: list[Path]
-    bow: np.ndarray | scipy.sparse.csr_array | None = None
+    bow: np.ndarray | scipy.sparse.csr_array | None = None  # shipped text vectors, of kind ``text_kind``
     texts: list[str] | None = None
     label_names: list[str] | None = None
     vocabulary: list[str] | None = None  # words of the shipped BoW columns, where known
@@ -166,11 +188,15 @@ class Source:
     reference_n: int | None = None  # size of the full benchmark, to scale protocol sizes down
     image_paths: list[str] | None = None  # absolute; written to the cache, shown by search
     notes: list[str] = field(default_factory=list)
-    # which of ``files`` each cached table is made from ("images", "texts", "labels"); a role left
+    text_kind: str = "bow"  # "bow" (non-negative counts or weights) or "dense" (LDA topics, embeddings)
+    # which of ``files`` each cached table is made from ("images", "texts", "labels", "raw"); a role left
     # out is made from every file, so a change anywhere counts as a change for it
     roles: dict[str, list[Path]] = field(default_factory=dict)
 
     def files_for(self, role: str) -> list[Path]:
+        """The files a table is made from; "raw" (raw texts, their CLIP embeddings) defaults to "texts"."""
+        if role == "raw" and role not in self.roles:
+            role = "texts"
         return self.roles.get(role, self.files)
 
     @property
@@ -226,7 +252,7 @@ def read_mat_trio(root: Path, dataset: str, prefix: str, *, n: int | None, vocab
         labels = as_labels(lvar.read(), lpath, "LAll")
     images = ArrayImages(ipath, "IAll", yvar.shape[0], image_layout)
     source = Source(dataset=dataset, images=images, labels=labels, files=[ipath, ypath, lpath],
-                    bow=_compact_bow(bow, ypath, "YAll"), reference_n=reference_n,
+                    bow=shipped_text(bow, ypath, "YAll"), reference_n=reference_n,
                     roles={"images": [ipath], "texts": [ypath], "labels": [lpath]},
                     notes=[f"images from {images.describe()}", f"texts from {ypath.name}:YAll ({yvar.format})",
                            f"labels from {lpath.name}:LAll ({lvar.format})"])
@@ -234,20 +260,22 @@ def read_mat_trio(root: Path, dataset: str, prefix: str, *, n: int | None, vocab
     return source
 
 
-def _compact_bow(bow, path: Path, key: str):
-    """Shipped BoW kept as is, stored compactly (uint8 for small counts, else float32); sparse
-    stays sparse. NaN, Inf or negative entries are refused: a BoW is non-negative counts or weights."""
-    sparse = scipy.sparse.issparse(bow)
-    values = bow.data if sparse else np.asarray(bow)
-    bad = ~np.isfinite(values) | (values < 0)
+def shipped_text(text, path: Path, key: str, kind: str = "bow"):
+    """Shipped text vectors kept as they are, stored compactly (a BoW of small counts as uint8,
+    else float32; sparse stays sparse). NaN or Inf is refused, and so are negative values in a
+    BoW (counts or weights); dense features (Doc2Vec, embeddings) may be negative."""
+    sparse = scipy.sparse.issparse(text)
+    values = text.data if sparse else np.asarray(text)
+    bad = ~np.isfinite(values) | ((values < 0) if kind == "bow" else False)
     if bad.any():
-        rows = (np.unique(np.searchsorted(bow.indptr, np.flatnonzero(bad), side="right") - 1) if sparse
+        rows = (np.unique(np.searchsorted(text.indptr, np.flatnonzero(bad), side="right") - 1) if sparse
                 else np.flatnonzero(bad.reshape(bad.shape[0], -1).any(1)))
         what = "NaN/Inf" if not np.isfinite(values).all() else "negative values"
-        raise DataError(f"{path}: variable '{key}' has {what} in rows {_preview(rows)} (0-based); the text side "
-                        "must be non-negative counts or weights: clean those rows first")
-    small = bool(np.all((values <= 255) & (values == np.round(values))))
+        hint = ("a BoW must be non-negative counts or weights (dense features: --text-kind dense)" if kind == "bow"
+                else "clean those rows first")
+        raise DataError(f"{path}: variable '{key}' has {what} in rows {_preview(rows)} (0-based); {hint}")
+    small = kind == "bow" and bool(np.all((values <= 255) & (values == np.round(values))))
     dtype = np.uint8 if small else np.float32
     if sparse:
-        return scipy.sparse.csr_array(bow, dtype=dtype)
+        return scipy.sparse.csr_array(text, dtype=dtype)
     return values.astype(dtype)

@@ -21,9 +21,9 @@ from cfrh_cache.readers.base import (
     ArrayImages,
     FileImages,
     Source,
-    _compact_bow,
     as_labels,
     no_layout,
+    shipped_text,
 )
 
 N_MAT = 87081
@@ -67,7 +67,7 @@ def read_mat(root: Path, image_layout: str | None = None) -> Source:
     notes = [f"images from {images.describe()}", f"texts from {bpath.name}", "split from COCO.mat param (1-based)"]
     if n != N_MAT:
         notes.append(f"{n} pairs; the common COCO.mat has {N_MAT}")
-    source = Source("coco", images, labels, [mpath, bpath], bow=_compact_bow(np.asarray(bow), bpath, "(the array)"),
+    source = Source("coco", images, labels, [mpath, bpath], bow=shipped_text(np.asarray(bow), bpath, "(the array)"),
                     roles={"images": [mpath], "texts": [bpath], "labels": [mpath]},
                     fixed_split=split, notes=notes)
     source.check()

@@ -157,6 +157,10 @@ def read(root: Path, image_layout: str | None = None) -> Source:
     source.label_names = meta["labels"]
     source.vocabulary = meta["vocabulary"]
     source.image_paths = [str((root / "images" / f"{i:06d}.jpg").resolve()) for i in range(meta["n"])]
+    with open(root / "manifest.csv", encoding="utf-8", newline="") as f:  # the same pairs' raw texts
+        source.texts = [row["text"] for row in csv.DictReader(f)]
+    source.files.append(root / "manifest.csv")
+    source.roles["raw"] = [root / "manifest.csv"]
     source.notes.append("synthetic demo data made by `cfrh-cache synth` (not a benchmark)")
     return source
 

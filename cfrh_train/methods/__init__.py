@@ -28,5 +28,6 @@ def method_class(name: str):
     return getattr(import_module(module), cls)
 
 
-def build(name: str, config: dict, dim_img: int, dim_txt: int):
-    return method_class(name)(config, dim_img, dim_txt)
+def build(name: str, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow"):
+    """``text_kind``: "bow" (non-negative counts: gathering input layer) or "dense" (features)."""
+    return method_class(name)(config, dim_img, dim_txt, text_kind)

@@ -16,7 +16,7 @@ from cfrh_train.methods.base import Method
 class LSH(Method):
     trainable = False
 
-    def __init__(self, config: dict, dim_img: int, dim_txt: int):
+    def __init__(self, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow"):
         super().__init__()
         g = torch.Generator().manual_seed(config["seed"])
         self.register_buffer("w_img", torch.randn(dim_img, config["bits"], generator=g))
@@ -37,7 +37,7 @@ class LSH(Method):
 class RandomCodes(Method):
     trainable = False
 
-    def __init__(self, config: dict, dim_img: int, dim_txt: int):
+    def __init__(self, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow"):
         super().__init__()
         self.bits, self.seed = config["bits"], config["seed"]
 

@@ -30,8 +30,8 @@ from cfrh_train.methods.nets import TwoTower
 
 
 class DGCPN(TwoTower):
-    def __init__(self, config: dict, dim_img: int, dim_txt: int):
-        super().__init__(config, dim_img, dim_txt)
+    def __init__(self, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow"):
+        super().__init__(config, dim_img, dim_txt, text_kind)
         # the graph: (n_train, k) neighbour rows and weights, saved with the model
         self.register_buffer("nbr_index", torch.zeros(0, 1, dtype=torch.long))
         self.register_buffer("nbr_weight", torch.zeros(0, 1))
@@ -40,11 +40,11 @@ class DGCPN(TwoTower):
     def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
         super().fit(img, txt)
         k = max(1, round(self.config["knn"] * img.shape[0]))
-        self.nbr_index, self.nbr_weight = knn_graph(self.center(img), txt, self.config["w_txt"], k)
+        self.nbr_index, self.nbr_weight = knn_graph(*self.prepare(img, txt), self.config["w_txt"], k)
 
     def affinity(self, img: torch.Tensor, txt: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         c = self.config
-        coex = coexistent(self.center(img), txt, c["w_txt"])
+        coex = coexistent(*self.prepare(img, txt), c["w_txt"])
         n_train, k = self.nbr_index.shape  # scale = k: G is about the share of common neighbours
         graph = neighbour_coherence(self.nbr_index, self.nbr_weight, index, n_train, float(k))
         return 2 * ((1 - c["w_graph"]) * coex + c["w_graph"] * graph) - 1

@@ -26,6 +26,6 @@ class DJSRH(TwoTower):
     def loss(self, img: torch.Tensor, txt: torch.Tensor, index: torch.Tensor | None = None) -> dict:
         c = self.config
         with torch.no_grad():
-            s = djsrh(self.center(img), txt, c["beta"], c["eta"], c["mu"], c["affinity_map"])
+            s = djsrh(*self.prepare(img, txt), c["beta"], c["eta"], c["mu"], c["affinity_map"])
         code_i, code_t = self.codes(img, txt)
         return djsrh_loss(code_i, code_t, s, c["lambda1"], c["lambda2"])

@@ -29,13 +29,13 @@ from cfrh_train.methods.nets import TwoTower
 
 
 class JDSH(TwoTower):
-    def __init__(self, config: dict, dim_img: int, dim_txt: int):
-        super().__init__(config, dim_img, dim_txt)
+    def __init__(self, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow"):
+        super().__init__(config, dim_img, dim_txt, text_kind)
         self.register_buffer("thresholds", torch.zeros(4))  # left, right, lo, hi: saved with the model
 
     def joint(self, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
         c = self.config
-        return jdsh(self.center(img), txt, c["w_img"], c["w_txt"], c["w_joint"], c["affinity_map"])
+        return jdsh(*self.prepare(img, txt), c["w_img"], c["w_txt"], c["w_joint"], c["affinity_map"])
 
     @torch.no_grad()
     def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:

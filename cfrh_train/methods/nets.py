@@ -78,7 +78,7 @@ def sgd(img: nn.Module, txt: nn.Module, config: dict, fused: bool | None = None)
 
 
 class Centering(nn.Module):
-    """Subtracts the training mean of the image features (a buffer, so it is saved with the model).
+    """Subtracts the training mean of a modality's features (a buffer, saved with the model).
 
     CLIP features share one dominant direction (pairwise cosines far above 0), which makes the
     image affinity nearly constant; centring restores its contrast. Our choice for every method
@@ -99,21 +99,28 @@ class Centering(nn.Module):
 
 
 class TwoTower(Method):
-    """An image hash head on the (centred) cached feature and a text hash head on the BoW.
+    """An image hash head on the (centred) cached feature and a text hash head on the text: a
+    gathering BoW layer for a BoW, a dense layer on centred features for dense text.
 
     The frame JDSH, DJSRH, DGCPN and UCCH share on frozen features; each subclass adds its
     affinity and loss (``loss``) and whatever it precomputes on the training rows (``fit``).
     """
 
-    def __init__(self, config: dict, dim_img: int, dim_txt: int):
+    def __init__(self, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow"):
         super().__init__()
         self.config = config
         self.center = Centering(dim_img, config["center_features"])
+        self.center_txt = Centering(dim_txt, text_kind == "dense" and config["center_text"])
         self.image = HashHead(dim_img, config["img_hidden"], config["bits"])
-        self.text = HashHead(dim_txt, config["txt_hidden"], config["bits"], bow_input=True)
+        self.text = HashHead(dim_txt, config["txt_hidden"], config["bits"], bow_input=text_kind == "bow")
 
     def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
         self.center.fit(img)
+        self.center_txt.fit(txt)
+
+    def prepare(self, img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features the affinities and the hash heads see: each modality centred where asked."""
+        return self.center(img), self.center_txt(txt)
 
     def set_epoch(self, epoch: int) -> None:
         self.image.alpha = self.text.alpha = sqrt_alpha(epoch)
@@ -122,12 +129,12 @@ class TwoTower(Method):
         return sgd(self.image, self.text, self.config)
 
     def query_modules(self) -> dict[str, nn.Module]:
-        return {"center": self.center, "image": self.image, "text": self.text}
+        return {"center": self.center, "center_txt": self.center_txt, "image": self.image, "text": self.text}
 
     def codes(self, img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.image(self.center(img)), self.text(txt)
+        return self.image(self.center(img)), self.text(self.center_txt(txt))
 
     @torch.no_grad()
     def encode(self, img: torch.Tensor | None = None, txt: torch.Tensor | None = None):
         return (None if img is None else self.image(self.center(img)),
-                None if txt is None else self.text(txt))
+                None if txt is None else self.text(self.center_txt(txt)))

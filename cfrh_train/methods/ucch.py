@@ -27,8 +27,8 @@ from cfrh_train.methods.nets import TwoTower
 
 
 class UCCH(TwoTower):
-    def __init__(self, config: dict, dim_img: int, dim_txt: int):
-        super().__init__(config, dim_img, dim_txt)
+    def __init__(self, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow"):
+        super().__init__(config, dim_img, dim_txt, text_kind)
         self.warm = True
         self.register_buffer("memory", torch.zeros(0, config["bits"]))
 

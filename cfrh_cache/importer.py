@@ -1,0 +1,225 @@
+"""``cfrh-cache import``: features computed elsewhere into a cache, by the same store, provenance
+and split rules as ``features``.
+
+An array is named ``FILE[:KEY]``: a ``.npy`` (no key), an ``.npz`` entry, a ``.mat`` variable
+(v5 or v7.3, read in MATLAB order; ``a/b`` reaches into a struct), an ``.h5``/``.hdf5`` dataset
+(as h5py shows it), a ``.parquet`` column (a list column of vectors, or without a key every
+numeric column side by side; needs pyarrow) or a clip-retrieval output folder (its
+``img_emb/img_emb_*.npy`` for images, ``text_emb/text_emb_*.npy`` for texts, in file order).
+Split files hold row numbers (0-based; 1-based in ``.mat`` files, as MATLAB counts) or a 0/1 mask.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.sparse
+
+from cfrh.errors import DataError
+from cfrh_cache.matfile import MatFile
+from cfrh_cache.readers.base import FeatureRows, Source, as_labels, shipped_text
+
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass
+class Loaded:
+    """One array read from a user's file, with what names it."""
+
+    values: np.ndarray | scipy.sparse.csr_array
+    file: Path
+    key: str
+    files: list[Path]  # every file it was read from (clip-retrieval: several)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}" + (f":{self.key}" if self.key else "")
+
+
+def split_spec(spec: str) -> tuple[Path, str]:
+    """``FILE[:KEY]``; a colon inside a path (Windows drives) is left alone when no file has it."""
+    if ":" in spec and not Path(spec).exists():
+        file, key = spec.rsplit(":", 1)
+        return Path(file), key
+    return Path(spec), ""
+
+
+def load_array(spec: str, side: str = "image") -> Loaded:
+    """The array ``spec`` names; ``side`` picks a clip-retrieval folder's embeddings."""
+    path, key = split_spec(spec)
+    if path.is_dir():
+        return _clip_retrieval(path, side)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return Loaded(_np_load(path, key), path, "", [path])
+    if suffix == ".npz":
+        with np.load(path) as archive:
+            key = _only_key(path, key, list(archive.files))
+            return Loaded(archive[key], path, key, [path])
+    if suffix == ".mat":
+        with MatFile(path) as mat:
+            key = _only_key(path, key, mat.keys())
+            return Loaded(mat.var(key).read(), path, key, [path])
+    if suffix in (".h5", ".hdf5"):
+        with h5py.File(path, "r") as f:
+            names: list[str] = []
+            f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+            key = _only_key(path, key, names)
+            return Loaded(f[key][()], path, key, [path])
+    if suffix == ".parquet":
+        return Loaded(_parquet(path, key), path, key, [path])
+    raise DataError(f"{path}: unknown feature file type {suffix!r}; expected .npy, .npz, .mat, .h5, .parquet "
+                    "or a clip-retrieval output folder")
+
+
+def _np_load(path: Path, key: str) -> np.ndarray:
+    if key:
+        raise DataError(f"{path}: a .npy file holds one array; drop ':{key}'")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a plain NumPy array ({exc})") from None
+
+
+def _only_key(path: Path, key: str, keys: list[str]) -> str:
+    if key:
+        if key not in keys:
+            raise DataError(f"{path}: no array '{key}'; it has: {', '.join(keys) or 'nothing'}")
+        return key
+    if len(keys) != 1:
+        raise DataError(f"{path}: holds {len(keys)} arrays ({', '.join(keys)}); name one as {path.name}:KEY")
+    return keys[0]
+
+
+def _parquet(path: Path, key: str) -> np.ndarray:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'cfrh[parquet]')") from None
+    table = pq.read_table(path)
+    if key:
+        if key not in table.column_names:
+            raise DataError(f"{path}: no column '{key}'; it has: {', '.join(table.column_names)}")
+        column = table.column(key).to_pylist()
+        return np.asarray(column, dtype=np.float64 if isinstance(column[0], list) else None)
+    numeric = [c for c in table.column_names if np.issubdtype(np.asarray(table.column(c)).dtype, np.number)]
+    if not numeric:
+        raise DataError(f"{path}: no numeric column; name a list column of vectors as {path.name}:COLUMN")
+    return np.stack([np.asarray(table.column(c)) for c in numeric], axis=1)
+
+
+def _clip_retrieval(folder: Path, side: str) -> Loaded:
+    sub, stem = ("img_emb", "img_emb") if side == "image" else ("text_emb", "text_emb")
+    parts = sorted((folder / sub).glob(f"{stem}_*.npy"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    if not parts:
+        raise DataError(f"{folder}: no {sub}/{stem}_*.npy (a clip-retrieval output folder has img_emb/, "
+                        "text_emb/ and metadata/)")
+    return Loaded(np.concatenate([_np_load(p, "") for p in parts]), folder, sub, parts)
+
+
+def check_rows(loaded: Loaded, n: int, what: str) -> np.ndarray:
+    """A 2-D (N, D) array of finite values, with the transposed case named."""
+    values = loaded.values
+    if scipy.sparse.issparse(values):
+        values = scipy.sparse.csr_array(values)
+    elif np.asarray(values).ndim != 2:
+        raise DataError(f"{loaded.where}: {what} of shape {np.shape(values)}; expected N×D, one row per pair")
+    rows, cols = values.shape
+    if rows != n:
+        hint = " (it looks transposed: save it as N×D)" if cols == n else ""
+        raise DataError(f"{loaded.where}: {what} has {rows} rows, the image features {n}{hint}")
+    if not scipy.sparse.issparse(values):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(values, np.float64)).all(1))
+        if bad.size:
+            raise DataError(f"{loaded.where}: {what} has NaN/Inf in rows {bad[:10].tolist()}")
+    return values
+
+
+def as_label_matrix(loaded: Loaded, n: int) -> np.ndarray:
+    """Multi-hot rows, or a vector of class numbers (one label each) made one-hot."""
+    values = loaded.values.toarray() if scipy.sparse.issparse(loaded.values) else np.asarray(loaded.values)
+    if values.ndim == 1 or (values.ndim == 2 and 1 in values.shape and values.size == n and n > 1):
+        classes = values.ravel()
+        if not np.all(classes == np.round(classes)) or classes.min() < 0:
+            raise DataError(f"{loaded.where}: a label vector must hold class numbers; found {np.unique(classes)[:5]}")
+        first = int(classes.min())  # 0- or 1-based class numbers
+        onehot = np.zeros((n, int(classes.max()) - first + 1), np.uint8)
+        onehot[np.arange(n), classes.astype(np.int64) - first] = 1
+        return onehot
+    check_rows(loaded, n, "labels")
+    return as_labels(values, loaded.file, loaded.key or "(the array)")
+
+
+def as_rows(loaded: Loaded, n: int) -> np.ndarray:
+    """Row numbers of a split file: 0-based (1-based for .mat files) or a 0/1 mask of n rows."""
+    values = np.asarray(loaded.values).ravel()
+    if values.size == n and np.isin(values, (0, 1)).all() and values.dtype.kind in "bu" or (
+            values.dtype == bool):
+        return np.flatnonzero(values).astype(np.int64)
+    if not np.all(values == np.round(values)):
+        raise DataError(f"{loaded.where}: expected row numbers (integers) or a 0/1 mask of {n} rows")
+    rows = values.astype(np.int64) - (1 if loaded.file.suffix.lower() == ".mat" else 0)
+    if rows.size == 0 or rows.min() < 0 or rows.max() >= n:
+        base = "1-based (a .mat file)" if loaded.file.suffix.lower() == ".mat" else "0-based"
+        raise DataError(f"{loaded.where}: row numbers must be {base} in range for {n} rows; found "
+                        f"{int(values.min())}..{int(values.max())}")
+    if np.unique(rows).size != rows.size:
+        raise DataError(f"{loaded.where}: repeats row numbers")
+    return np.sort(rows)
+
+
+def import_source(name: str, image: str, text: str, labels: str, query: str | None = None,
+                  database: str | None = None, train: str | None = None, text_kind: str = "bow",
+                  encoder_name: str = "imported") -> Source:
+    """A ``Source`` of precomputed arrays, checked across files (rows, values, split rules)."""
+    if not TAG.match(encoder_name):
+        raise DataError(f"--encoder-name {encoder_name!r}: use letters, digits and . _ + - (it names image/<name>)")
+    if text_kind not in ("bow", "dense"):
+        raise DataError(f"--text-kind {text_kind!r}: expected bow or dense")
+    img = load_array(image, "image")
+    features = check_rows(img, np.shape(img.values)[0], "image features")
+    if scipy.sparse.issparse(features):
+        features = features.toarray()
+    n = features.shape[0]
+    txt = load_array(text, "text")
+    words = shipped_text(check_rows(txt, n, "text"), txt.file, txt.key or "(the array)", text_kind)
+    lab = load_array(labels, "labels")
+    label_matrix = as_label_matrix(lab, n)
+    files = list(dict.fromkeys([*img.files, *txt.files, *lab.files]))
+    notes = [f"imported: image {img.where} ({features.shape[1]}-d), text {txt.where} ({text_kind}, "
+             f"{words.shape[1]}-d), labels {lab.where} ({label_matrix.shape[1]} classes)"]
+    fixed = None
+    if query or database or train:
+        if not (query and database):
+            raise DataError("--query and --database go together (--train is optional: without it the protocol "
+                            "draws the training rows from the database)")
+        given = {k: load_array(v) for k, v in (("query", query), ("database", database), ("train", train)) if v}
+        fixed = {k: as_rows(v, n) for k, v in given.items()}
+        files += [f for v in given.values() for f in v.files]
+        _check_split(fixed, n, {k: v.where for k, v in given.items()})
+        notes.append("split from " + ", ".join(f"{k} {v.where}" for k, v in given.items()))
+    source = Source(name, FeatureRows(features, encoder_name, {"file": img.file.name, "key": img.key}), label_matrix,
+                    list(dict.fromkeys(files)), bow=words, text_kind=text_kind, fixed_split=fixed, notes=notes,
+                    roles={"images": img.files, "texts": txt.files, "labels": [*lab.files, *(
+                        f for k in ("query", "database", "train") if fixed and k in fixed for f in given[k].files)]})
+    source.check()
+    return source
+
+
+def _check_split(split: dict[str, np.ndarray], n: int, where: dict[str, str]) -> None:
+    overlap = np.intersect1d(split["query"], split["database"])
+    if overlap.size:
+        raise DataError(f"{where['query']} and {where['database']}: {overlap.size} rows are both query and database "
+                        f"(e.g. {overlap[:5].tolist()})")
+    left = np.setdiff1d(np.arange(n), np.union1d(split["query"], split["database"]))
+    if left.size:
+        raise DataError(f"{where['query']} and {where['database']}: {left.size} of {n} rows are neither query nor "
+                        f"database (e.g. {left[:5].tolist()}); drop them from the feature files or add them")
+    if "train" in split and not np.isin(split["train"], split["database"]).all():
+        raise DataError(f"{where['train']}: training rows must be database rows")
