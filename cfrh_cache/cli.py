@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from cfrh.cliutil import console, err_console, user_errors
+from cfrh.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Stage 1: read a dataset, encode its images once, write the cache.")
 
@@ -101,8 +102,9 @@ def import_(
     name: Annotated[str, typer.Argument(help="the cache's name: CACHE_DIR/NAME, and cfrh-train --dataset NAME")],
     image: Annotated[str, typer.Option(help="image features: FILE[:KEY] (.npy .npz .mat .h5 .parquet) or a "
                                             "clip-retrieval output folder")],
-    text: Annotated[str, typer.Option(help="text vectors, FILE[:KEY], one row per image row")],
-    labels: Annotated[str, typer.Option(help="labels, FILE[:KEY]: multi-hot rows or class numbers")],
+    text: Annotated[str | None, typer.Option(help="text vectors, FILE[:KEY], one row per image row (leave out, "
+                                                  "with --labels, to add image features to an existing cache)")] = None,
+    labels: Annotated[str | None, typer.Option(help="labels, FILE[:KEY]: multi-hot rows or class numbers")] = None,
     query: Annotated[str | None, typer.Option(help="query rows, FILE[:KEY] (0-based; 1-based in .mat) or a 0/1 mask")] = None,
     database: Annotated[str | None, typer.Option(help="database rows, as --query")] = None,
     train: Annotated[str | None, typer.Option(help="training rows (inside the database), as --query")] = None,
@@ -117,8 +119,15 @@ def import_(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Import features computed elsewhere (VGG-19 .npy, DGCPN, UCCH .mat, clip-retrieval) into a cache."""
-    from cfrh_cache.importer import import_source, split_spec
+    from cfrh_cache.importer import add_image_features, import_source, split_spec
     from cfrh_cache.pipeline import FeatureOptions, build_source
+    if text is None and labels is None:
+        name_ = add_image_features(cache_dir / name, image, encoder_name)
+        err_console.print(f"cache: [bold]{cache_dir / name}[/] has {name_}; compare encoders with "
+                          f"make table ENCODERS=\"... {encoder_name}\" or cfrh-train --encoder {encoder_name}")
+        return
+    if text is None or labels is None:
+        raise ConfigError("--text and --labels go together (both left out: add --image features to an existing cache)")
     source = import_source(name, image, text, labels, query, database, train, text_kind.value, encoder_name)
     options = FeatureOptions(protocol=protocol.value, seed=seed, resplit=resplit, rebuild=rebuild, progress=progress)
     root = split_spec(image)[0]

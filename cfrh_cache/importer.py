@@ -223,3 +223,31 @@ def _check_split(split: dict[str, np.ndarray], n: int, where: dict[str, str]) ->
                         f"database (e.g. {left[:5].tolist()}); drop them from the feature files or add them")
     if "train" in split and not np.isin(split["train"], split["database"]).all():
         raise DataError(f"{where['train']}: training rows must be database rows")
+
+
+def add_image_features(cache_path: str | Path, image: str, encoder_name: str) -> str:
+    """Precomputed image features of an existing cache's rows, as one more encoder
+    (``image/<name>``) beside the ones stage 1 computed: compared by ``--encoder`` and
+    ``make table ENCODERS=…``. The rows must be the cache's rows, in its order."""
+    from cfrh.fsio import now, sha256_file
+    from cfrh_cache.store import Cache
+    if not TAG.match(encoder_name):
+        raise DataError(f"--encoder-name {encoder_name!r}: use letters, digits and . _ + - (it names image/<name>)")
+    cache = Cache.open(cache_path, mode="a")
+    n = int(cache.attrs["n"])
+    loaded = load_array(image, "image")
+    values = check_rows(loaded, n, "image features")
+    values = values.toarray() if scipy.sparse.issparse(values) else np.asarray(values)
+    name = f"image/{encoder_name}"
+    origin = {"file": loaded.file.name, "key": loaded.key}
+    record = {"imported": {f.name: sha256_file(f) for f in loaded.files}, "origin": origin}
+    if cache.has(name):
+        if cache.array(name).attrs.get("made_from") == record:
+            return name
+        raise DataError(f"{cache.path}: {name} exists, made from other files; choose another --encoder-name")
+    cache.write(name, values.astype(np.float16), {"made_from": record})
+    encoders = cache.attrs.get("encoders", {})
+    encoders[encoder_name] = {"model": "precomputed", "pretrained": "file", "origin": origin,
+                              "dim": int(values.shape[1]), "dtype": "float16", "imported": now()}
+    cache.update_attrs(encoders=encoders)
+    return name

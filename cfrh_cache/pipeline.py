@@ -266,6 +266,8 @@ def _review(cache: Cache, wanted: dict[str, dict]) -> tuple[list[str], list[str]
         if key is not None:
             ok = record == wanted[key] or (key == "split" and _only_protocol_changed(record, wanted[key]))
             why = _describe_change(record, wanted[key])
+        elif name.startswith("image/") and record is not None and "imported" in record:
+            continue  # features imported beside the cache's own: their own files are their provenance
         elif name.startswith("image/"):
             ok = record is not None and record.get("images") == images
             why = _describe_change(None if record is None else record.get("images"), images, "images ")

@@ -287,3 +287,31 @@ def test_two_readme_commands_from_wiki_features_or_dgcpn_files_to_a_table(tmp_pa
     assert "### mAP@50 · wiki" in md and "### mAP@50 · flickr" in md
     assert "image features vgg19 (from flickr_vgg19.npy); text dataset (dense)" in md
     assert "image features sift-bovw__shipped (from raw_features.mat); text dataset (dense)" in md
+
+
+def test_imported_features_beside_clip_features_in_one_cache(synth_cache, synth_dir, tmp_path):
+    import shutil
+
+    from cfrh.cli import app
+    from cfrh_train.table import ensure_runs, make_table
+    cache_dir = tmp_path / "c"
+    shutil.copytree(synth_cache, cache_dir / "synth")
+    n = Cache.open(cache_dir / "synth").attrs["n"]
+    vgg = np.random.default_rng(0).normal(size=(n, 48)).astype(np.float32)
+    np.save(tmp_path / "vgg.npy", vgg)
+    out = CliRunner().invoke(app, ["cache", "import", "synth", "--image", str(tmp_path / "vgg.npy"),
+                                   "--encoder-name", "vgg19", "--cache-dir", str(cache_dir)])
+    assert out.exit_code == 0, out.output
+    cache = Cache.open(cache_dir / "synth")
+    assert sorted(cache.encoders()) == ["cfrh-tiny-vit__none", "vgg19"]
+    np.save(tmp_path / "short.npy", vgg[:10])
+    out = CliRunner().invoke(app, ["cache", "import", "synth", "--image", str(tmp_path / "short.npy"),
+                                   "--encoder-name", "v2", "--cache-dir", str(cache_dir)])
+    assert out.exit_code == 1 and "short.npy: image features has 10 rows" in out.output
+    counts = ensure_runs(["synth"], ["lsh"], [16], [0], cache_dir, tmp_path / "runs", "cpu", False, log=lambda m: None,
+                         encoders=["cfrh-tiny-vit__none", "vgg19"])
+    assert counts == {"trained": 2, "reused": 0}
+    rows = [r.label for b in make_table(tmp_path / "runs")["blocks"] for r in b.rows if not r.published]
+    assert "lsh [vgg19]" in rows and "lsh [cfrh-tiny-vit__none]" in rows
+    again = features("synth", synth_dir, cache_dir, chunk_rows=64)  # stage 1 again: the import is not "stale"
+    assert again.stats.skipped and "vgg19" in Cache.open(cache_dir / "synth").encoders()
