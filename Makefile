@@ -45,14 +45,16 @@ train: setup
 # make table [DATASETS="mirflickr nuswide"] [BITS="16 32 64 128"] [SEEDS="0 1 2"] [METHODS="cfrh jdsh …"]
 #            [ENCODERS="ViT-B-32__openai ViT-L-14__openai"]  (backbones cached side by side)
 #            [RERANK=500]  (also what re-ranking the Hamming top-500 adds to mAP@50, and its cost)
+#            [EXAMPLES=3]  (also a figure of 3 seeded test queries and every method's top hits)
 # trains what is missing (finished runs with the same config are reused), writes runs/table.md, .tex, figures/
 DATASETS ?=
 METHODS ?= cfrh jdsh djsrh dgcpn ucch lsh
 ENCODERS ?=
 RERANK ?= 0
+EXAMPLES ?= 0
 table: setup
 	$(VENV)/bin/cfrh-table --datasets "$(DATASETS)" --bits "$(BITS)" --seeds "$(SEEDS)" --methods "$(METHODS)" \
-	  --encoders "$(ENCODERS)" --rerank $(RERANK) \
+	  --encoders "$(ENCODERS)" --rerank $(RERANK) --examples $(EXAMPLES) \
 	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
 
 demo: setup

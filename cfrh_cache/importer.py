@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse
 
 from cfrh.errors import DataError
-from cfrh_cache.matfile import MatFile
+from cfrh.matfile import MatFile
 from cfrh_cache.readers.base import FeatureRows, Source, as_labels, shipped_text
 
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")

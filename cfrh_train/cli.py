@@ -94,6 +94,9 @@ def table_command(
     published: Annotated[Path | None, typer.Option(help="published figures CSV (default: the bundled copy)")] = None,
     rerank: Annotated[int, typer.Option(help="also score re-ranking of the Hamming top-R (0: off); "
                                              "runs are trained with --export for it")] = 0,
+    examples: Annotated[int, typer.Option(min=0, help="also draw N test queries (chosen by seed) with each "
+                                                     "method's top hits, as PNG and PDF (0: off)")] = 0,
+    examples_seed: Annotated[int, typer.Option(min=0, help="seed that chooses the example queries")] = 0,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train what is missing (reusing finished runs with the same config), then write runs/table.md,
@@ -111,6 +114,11 @@ def table_command(
                              encoders=_words(encoders) or [None], rerank=rerank)
         err_console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
     out = make_table(runs_dir, published or PUBLISHED)
+    if examples:
+        from cfrh_train.examples import example_figures
+        from cfrh_train.table import collect_runs
+        drawn = example_figures(collect_runs(runs_dir), cache_dir, runs_dir / "figures", examples, examples_seed)
+        err_console.print(f"examples: {len(drawn) // 3} figures (PNG, PDF and their data as JSON) in {runs_dir / 'figures'}")
     for table in rich_tables(out["blocks"]):
         console.print(table)
     for line in out["protocol"]:
@@ -133,6 +141,7 @@ def search_command(
     evaluate_rerank: Annotated[int, typer.Option(min=0, help="score re-ranking of the top-R on the test queries "
                                                       "(mAP@50, ms/query) into result.json")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+    html: Annotated[Path | None, typer.Option(help="also write the hits as a self-contained HTML page")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Hash a query with a trained model and print its nearest database items."""
@@ -162,6 +171,18 @@ def search_command(
     described = index.describe([h.row for h in hits])
     out = [{"rank": i + 1, "distance": h.distance, **({"score": h.score} if h.score is not None else {}), **d}
            for i, (h, d) in enumerate(zip(hits, described))]
+    if html:
+        from cfrh.fsio import atomic_write_text
+        from cfrh_train.pages import hits_page
+        query = {"text": text, "row": row, "labels": index.describe([row])[0]["labels"] if row is not None else None,
+                 "image": index.thumbnail(row, image) if (image is not None or (row is not None and source == "image"))
+                 else None}
+        shown = [{**h, "image": index.thumbnail(h["row"]) if target == "image" else None,
+                  "text": h.get("text") or " ".join(h.get("text_words", [])) if target == "text" else None}
+                 for h in out]
+        title = f"{source} query → {target} · {index.meta['method']} {index.bits} bits · {index.meta['dataset']}"
+        atomic_write_text(html, hits_page(title, query, shown))
+        err_console.print(f"page: [bold]{html}[/]")
     if as_json:
         print(json.dumps({"query": {"text": text, "image": str(image) if image else None, "row": row,
                                     "target": target, "rerank": rerank}, "hits": out}))

@@ -239,6 +239,16 @@ class Index:
         order = np.argsort(-scores, kind="stable")[:k]  # ties keep the Hamming order
         return [Hit(int(self.rows[ids[i]]), int(dists[i]), float(scores[i])) for i in order]
 
+    def thumbnail(self, row: int | None = None, file: str | Path | None = None) -> str:
+        """A cache row's image (or an image file) as an embedded JPEG thumbnail (``data:`` URI)."""
+        from cfrh.images import open_rgb
+        from cfrh.thumbnails import data_uri, row_image, thumbnail
+        if file is not None:
+            return data_uri(thumbnail(open_rgb(file)))
+        cache = self.cache()
+        path = cache.read_strings("meta/image_path", [row])[0] if cache.has("meta/image_path/offsets") else None
+        return data_uri(thumbnail(row_image(cache.attrs.get("images", {}), cache.attrs.get("root"), row, path)))
+
     def describe(self, rows: list[int]) -> list[dict]:
         """What a person wants to see of each hit: labels, the text's words, the image's path or place."""
         cache = self.cache()

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from cfrh.errors import CacheError, ConfigError, DataError
 from cfrh.images import open_rgb, to_rgb
+from cfrh.matfile import MatFile
 from cfrh.text import tokenize
-from cfrh_cache.matfile import MatFile
 from cfrh_cache.pipeline import FeatureOptions
 from cfrh_cache.readers import read_dataset
 from cfrh_cache.readers.synth import MAT73_HEADER, write_mat5, write_mat73

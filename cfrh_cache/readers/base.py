@@ -17,7 +17,7 @@ from PIL import Image
 
 from cfrh.errors import DataError
 from cfrh.images import open_rgb
-from cfrh_cache.matfile import MatFile
+from cfrh.matfile import MatFile
 
 
 class ImageSource:
@@ -109,8 +109,14 @@ class ArrayImages(ImageSource):
     def __getstate__(self):
         return {**self.__dict__, "_mat": None}  # HDF5 handles don't cross processes; reopen lazily
 
+    @property
+    def layout(self) -> str:
+        """The axis letters in MATLAB order (what --image-layout takes)."""
+        axes = dict(zip((self.sample_axis, self.colour_axis, self.height_axis, self.width_axis), "NCHW"))
+        return "".join(axes[a] for a in range(4))
+
     def place(self) -> dict:
-        return {"kind": "array", "file": self.path.name, "key": self.key}
+        return {"kind": "array", "file": self.path.name, "key": self.key, "layout": self.layout}
 
     def read(self, start: int, stop: int) -> np.ndarray:
         if self._mat is None:
@@ -120,9 +126,7 @@ class ArrayImages(ImageSource):
             block.transpose(self.sample_axis, self.colour_axis, self.height_axis, self.width_axis))
 
     def describe(self) -> str:
-        layout = "".join(dict(zip((self.sample_axis, self.colour_axis, self.height_axis, self.width_axis), "NCHW"))[a]
-                         for a in range(4))
-        return f"{self.path.name}:{self.key} ({self.format}, MATLAB shape {self._shown()}, layout {layout})"
+        return f"{self.path.name}:{self.key} ({self.format}, MATLAB shape {self._shown()}, layout {self.layout})"
 
 
 class FileImages(ImageSource):

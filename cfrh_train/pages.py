@@ -1,0 +1,57 @@
+"""A search's hits as one self-contained HTML page: thumbnails embedded, text, labels, Hamming
+distance, and a green or red frame where the query's labels are known (a database row as the
+query). Each hit carries its row, rank, distance and relevance as ``data-`` attributes, so a
+script (or a test) reads the page as data."""
+
+from __future__ import annotations
+
+from html import escape
+
+FRAME = {True: "#1a9850", False: "#d73027", None: "#999999"}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+.query { display: flex; gap: 1em; align-items: flex-start; margin-bottom: 1em; }
+.hits { display: flex; flex-wrap: wrap; gap: 0.8em; }
+.hit { width: 150px; border: 4px solid; padding: 4px; font-size: 12px; }
+.hit img, .query img { width: 140px; height: 140px; object-fit: contain; display: block; }
+.text { max-height: 7em; overflow: hidden; }
+.labels { color: #555; }
+"""
+
+
+def relevance(query_labels: list[str] | None, hit_labels: list[str]) -> bool | None:
+    """The field's rule: relevant when query and item share a label (None: the query has none known)."""
+    if query_labels is None:
+        return None
+    return bool(set(query_labels) & set(hit_labels))
+
+
+def hits_page(title: str, query: dict, hits: list[dict]) -> str:
+    """``query``: {text?, image (data URI)?, row?, labels?}; each hit: {rank, row, distance, labels,
+    text?, image (data URI)?}. Returns the page."""
+    q_labels = query.get("labels")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
+             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>", "<div class='query' id='query'>"]
+    if query.get("image"):
+        parts.append(f"<img alt='query image' src='{query['image']}'>")
+    described = [f"<b>query</b> {escape(query['text'])}" if query.get("text") else "<b>query</b>"]
+    if query.get("row") is not None:
+        described.append(f"row {query['row']}")
+    if q_labels is not None:
+        described.append(f"labels: {escape(', '.join(q_labels))}")
+    parts += ["<div>" + "<br>".join(described) + "</div>", "</div>", "<div class='hits'>"]
+    for hit in hits:
+        rel = relevance(q_labels, hit["labels"])
+        state = {True: "relevant", False: "irrelevant", None: "unknown"}[rel]
+        parts.append(f"<figure class='hit {state}' data-row='{hit['row']}' data-rank='{hit['rank']}' "
+                     f"data-distance='{hit['distance']}' data-relevant='{state}' "
+                     f"style='border-color: {FRAME[rel]}'>")
+        if hit.get("image"):
+            parts.append(f"<img alt='row {hit['row']}' src='{hit['image']}'>")
+        if hit.get("text"):
+            parts.append(f"<div class='text'>{escape(hit['text'])}</div>")
+        parts.append(f"<figcaption>#{hit['rank']} · row {hit['row']} · distance {hit['distance']}"
+                     f"<div class='labels'>{escape(', '.join(hit['labels']))}</div></figcaption></figure>")
+    parts.append("</div></body></html>")
+    return "\n".join(parts)
