@@ -9,6 +9,9 @@ never asserted (shared machines are noisy). Sections:
   ``calculate_top_map`` loop (mAP@50 only) on the same codes, with time and peak memory;
 - search: Hamming top-50 queries/s at 184,577 and 1,000,000 items vs faiss ``IndexBinaryFlat``
   (when faiss-cpu is installed; it is an optional extra, never required);
+- ann: approximate binary indexes (faiss IVF, HNSW, multi-index hashing; 2–3 settings each) at
+  1 M and 10 M structured 64-bit codes: build time, queries/s and recall@50 against the exact
+  top-50, peak memory, beside our exact search and faiss ``IndexBinaryFlat``;
 - trainer: one epoch of ours vs peer code (per-item DataLoader, dense BoW layer, unfused SGD)
   on the same model function, and the share of the loop alone;
 - stage2: one training + evaluation at MIRFlickr scale on synthetic tensors, per bit length.
@@ -105,6 +108,69 @@ def bench_search(sizes=(184577, 1_000_000), bits_list=(32, 64), n_query=1000, k=
             else:
                 row["faiss"] = "faiss-cpu not installed (optional: pip install faiss-cpu)"
             rows.append(row)
+    return rows
+
+
+def structured_codes(n: int, bits: int, centres: int, flip: float, rng) -> np.ndarray:
+    """±1 codes from a few thousand centres with bit noise: clustered, as trained codes are."""
+    c = rng.random((centres, bits)) < 0.5
+    out = np.empty((n, bits), np.int8)
+    for start in range(0, n, 1_000_000):  # in slabs: 10 M × 64 bools at once would be 640 MB
+        stop = min(n, start + 1_000_000)
+        drawn = c[rng.integers(0, centres, stop - start)] ^ (rng.random((stop - start, bits)) < flip)
+        out[start:stop] = np.where(drawn, 1, -1)
+    return out
+
+
+def bench_ann(sizes=(1_000_000, 10_000_000), bits=64, n_query=500, k=50, centres=4000, flip=0.1):
+    """Queries/s and recall@50 (by distance: items as near as the exact 50th) of each index."""
+    try:
+        import faiss
+    except ImportError:
+        return [{"ann": "faiss-cpu not installed (optional: pip install 'cfrh[ann]')"}]
+    from cfrh.codes import pack_codes
+    from cfrh_train import ann
+    from cfrh_train.search import hamming_topk
+    hamming_topk(pack_codes(np.ones((1, 8))), pack_codes(np.ones((3, 8))), 8, 2)  # JIT out of the timing
+    settings = {"ivf": [{"nprobe": 4}, {"nprobe": 16}, {"nprobe": 64}],
+                "hnsw": [{"ef_search": 32}, {"ef_search": 128}],
+                "mih": [{"nflip": 1}, {"nflip": 2}]}
+    rows = []
+    rng = np.random.default_rng(3)
+    for n in sizes:
+        codes = structured_codes(n + n_query, bits, centres, flip, rng)
+        words, q = pack_codes(codes[:n]), pack_codes(codes[n:])
+        del codes
+        t = time.perf_counter()
+        _, exact_d = hamming_topk(q, words, bits, k)
+        exact_s = time.perf_counter() - t
+        flat = faiss.IndexBinaryFlat(bits)
+        flat.add(ann.as_bytes(words))
+        t = time.perf_counter()
+        flat.search(ann.as_bytes(q), k)
+        flat_s = time.perf_counter() - t
+        base = {"items": n, "bits": bits, "queries": n_query, "k": k, "centres": centres, "bit_noise": flip,
+                "exact_ours_queries_per_s": round(n_query / exact_s, 1),
+                "faiss_flat_queries_per_s": round(n_query / flat_s, 1)}
+        del flat
+        for kind, variants in settings.items():
+            params = ann.defaults(kind, n, bits)
+            tracemalloc.start()
+            t = time.perf_counter()
+            index = ann.build(words, kind, params)
+            build_s = time.perf_counter() - t
+            tracemalloc.stop()
+            for variant in variants:
+                ann.configure(index, kind, {**params, **variant})
+                t = time.perf_counter()
+                ids, dists = ann.search([(0, index)], q, k)
+                search_s = time.perf_counter() - t
+                hits = np.minimum(k, ((dists <= exact_d[:, -1:]) & (ids >= 0)).sum(1))
+                rows.append({**base, "index": kind, "params": {**params, **variant}, "build_s": round(build_s, 1),
+                             "queries_per_s": round(n_query / search_s, 1),
+                             "recall@50": round(float(hits.mean() / k), 4),
+                             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+            del index
     return rows
 
 
@@ -266,12 +332,14 @@ def main() -> None:
     if args.quick:
         results["eval"] = bench_eval(bits[:1], n_query=200, n_db=20000)
         results["search"] = bench_search(sizes=(20000,), bits_list=(32,), n_query=100)
+        results["ann"] = bench_ann(sizes=(50_000,), n_query=100, centres=200)
         results["trainer"] = bench_trainer(n=1000)
         results["stage2"] = bench_stage2(train_bits[:1], epochs=2)
         results["stage1"] = bench_stage1("cfrh-tiny-vit", 128, 32, args.workers)
     else:
         results["eval"] = bench_eval(bits)
         results["search"] = bench_search()
+        results["ann"] = bench_ann()
         results["trainer"] = bench_trainer()
         results["stage2"] = bench_stage2(train_bits)
         results["stage1"] = bench_stage1(args.model, args.images, args.batch, args.workers)
@@ -285,6 +353,15 @@ def main() -> None:
         faiss_s = f"{r['faiss_queries_per_s']} q/s (faiss IndexBinaryFlat)" if "faiss_queries_per_s" in r else r["faiss"]
         table.add_row(f"search {r['items']:,} × {r['bits']} bits, top-{r['k']}", f"{r['ours_queries_per_s']} q/s",
                       faiss_s, f"{r.get('ratio_ours_to_faiss', '–')}", "")
+    for r in results["ann"]:
+        if "index" not in r:
+            table.add_row("ann", r["ann"], "", "", "")
+            continue
+        setting = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        table.add_row(f"ann {r['index']} ({setting}), {r['items']:,} × {r['bits']} bits",
+                      f"{r['queries_per_s']} q/s, recall@50 {r['recall@50']}, build {r['build_s']} s",
+                      f"exact {r['exact_ours_queries_per_s']} q/s, faiss flat {r['faiss_flat_queries_per_s']} q/s",
+                      f"{round(r['queries_per_s'] / r['exact_ours_queries_per_s'], 1)}×", f"peak {r['peak_rss_mb']} MB")
     t = results["trainer"]
     table.add_row("trainer epoch", f"{t['ours_epoch_s']} s",
                   f"{t['peer_epoch_s']} s (peer: dense BoW layer, unfused SGD, per-item loader)",

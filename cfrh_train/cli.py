@@ -18,6 +18,7 @@ from cfrh_train.methods import METHODS
 
 MethodName = Enum("MethodName", {m: m for m in METHODS}, type=str)
 Modality = Enum("Modality", {m: m for m in ("image", "text")}, type=str)
+IndexKind = Enum("IndexKind", {k: k for k in ("exact", "ivf", "hnsw", "mih")}, type=str)
 
 
 @user_errors
@@ -37,6 +38,11 @@ def train_command(
     set_: Annotated[list[str], typer.Option("--set", help="override any config key: --set phi=0.2")] = [],
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
     export: Annotated[bool, typer.Option(help="also write <run>/index/ for cfrh-search")] = False,
+    index: Annotated[IndexKind, typer.Option(help="with --export: exact, or faiss's ivf, hnsw or mih "
+                                                  "(approximate; pip install 'cfrh[ann]')")] = IndexKind.exact,
+    index_param: Annotated[list[str], typer.Option(help="with --index: a parameter, e.g. nprobe=32, ef_search=128, "
+                                                        "nflip=2 (repeat it)")] = [],
+    shards: Annotated[int, typer.Option(min=1, help="with --export: split the index in N shards, searched and merged")] = 1,
 ) -> None:
     """Train on cached features, select on validation, evaluate the queries once, write the run folder."""
     from cfrh_train.results import read_result
@@ -46,7 +52,14 @@ def train_command(
                        ("encoder", encoder), ("text", None if text == "bow" else text), ("device", device)):
         if value is not None:
             overrides[key] = value
-    folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress, export=export)
+    from cfrh_train.search import IndexSpec
+    params = parse_set(index_param)
+    bad = [k for k, v in params.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    if bad:
+        raise ConfigError(f"--index-param {bad[0]}={params[bad[0]]!r}: expected a positive integer")
+    spec = IndexSpec(index.value, params, shards)
+    folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress, export=export,
+                 index=spec)
     print_summary(read_result(folder), folder)
 
 

@@ -43,21 +43,48 @@ def hamming_topk(q_words: np.ndarray, db_words: np.ndarray, n_bits: int, k: int)
     return topk_scan(np.ascontiguousarray(q_words), np.ascontiguousarray(db_words), n_bits, k)
 
 
-def export_index(out: dict, cache_dir: str | Path, dataset: str, folder: str | Path) -> Path:
+@dataclass(frozen=True)
+class IndexSpec:
+    """How the database codes are searched: ``kind`` (see ``cfrh_train.ann``), its parameters
+    (over the kind's defaults) and the number of shards."""
+
+    kind: str = "exact"
+    params: dict | None = None
+    shards: int = 1
+
+
+def export_index(out: dict, cache_dir: str | Path, dataset: str, folder: str | Path,
+                 spec: IndexSpec = IndexSpec()) -> Path:
     """Write the index folder of a finished training (``train(...)``'s output)."""
     from safetensors.torch import save_file
 
     from cfrh import __version__
     from cfrh_cache.store import Cache
+    from cfrh_train import ann
     folder = Path(folder)
     result, codes, method = out["result"], out["codes"], out["model"]
     cache = Cache.open(Path(cache_dir) / dataset)
     attrs = cache.attrs
     state = {k: v.contiguous() for k, v in method.index_state().items()}
     atomic_write(folder / MODEL, lambda tmp: save_file(state, str(tmp)))
-    atomic_write(folder / "codes.npz", lambda tmp: np.savez(open(tmp, "wb"), image=pack_codes(codes["database_image"]),
-                                                            text=pack_codes(codes["database_text"]),
+    packed = {m: pack_codes(codes[f"database_{m}"]) for m in MODALITIES}
+    atomic_write(folder / "codes.npz", lambda tmp: np.savez(open(tmp, "wb"), **packed,
                                                             rows=np.asarray(codes["database_index"], np.int64)))
+    n, bits = len(codes["database_index"]), int(result["bits"])
+    if spec.kind not in ann.KINDS or spec.shards < 1 or spec.shards > n:
+        raise ConfigError(f"--index {spec.kind} --shards {spec.shards}: expected one of {', '.join(ann.KINDS)} and "
+                          f"1..{n} shards")
+    bounds = ann.shard_bounds(n, spec.shards)
+    params = {**ann.defaults(spec.kind, max(1, n // spec.shards), bits), **(spec.params or {})}
+    unknown = set(spec.params or {}) - set(ann.defaults(spec.kind, n, bits))
+    if unknown:
+        raise ConfigError(f"--index-param {', '.join(sorted(unknown))}: not a parameter of --index {spec.kind} "
+                          f"(it has: {', '.join(ann.defaults(spec.kind, n, bits)) or 'none'})")
+    if spec.kind != "exact":
+        for m in MODALITIES:
+            for i, (a, b) in enumerate(bounds):
+                ann.save(ann.build(packed[m][a:b], spec.kind, params, seed=int(result["seed"])),
+                         folder / f"{m}.shard{i}.faiss")
     meta = {"dataset": dataset, "model": {"method": result["method"], "config": result["config"],
                                           "dims": list(out["dims"]), "text_kind": out.get("text_kind", "bow")},
             "text": result["config"].get("text"),
@@ -66,7 +93,7 @@ def export_index(out: dict, cache_dir: str | Path, dataset: str, folder: str | P
             "encoder": {**attrs.get("encoders", {}).get(result["encoder"]["tag"], {}), "tag": result["encoder"]["tag"]},
             "vocabulary": attrs.get("vocabulary", {}).get("words") or None,
             "tokenizer": attrs.get("vocabulary", {}).get("tokenizer"), "cfrh_version": __version__,
-            "created": now()}
+            "created": now(), "ann": {"kind": spec.kind, "params": params, "shards": bounds}}
     meta["encoder"].pop("encode_stats", None)
     atomic_write_json(folder / "index.json", meta)  # last: an index without it is not finished
     return folder
@@ -108,6 +135,7 @@ class Index:
         self.rows = codes["rows"]
         self.bits = int(self.meta["bits"])
         self._encoder = self._cache = self._features = None
+        self._shards: dict[str, list] = {}
 
     # -- hashing new queries -------------------------------------------------------------
     def text_vectors(self, texts: list[str]) -> np.ndarray:
@@ -182,8 +210,26 @@ class Index:
 
     # -- searching -----------------------------------------------------------------------
     def _nearest(self, code: np.ndarray, target: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Positions in the index and distances of the k nearest ``target`` codes of each query."""
-        return hamming_topk(pack_codes(np.atleast_2d(code)), self.codes[target], self.bits, k)
+        """Positions in the index and distances of the k nearest ``target`` codes of each query,
+        shard by shard and merged (ties by position), by the index's kind."""
+        from cfrh_train import ann
+        q = pack_codes(np.atleast_2d(code))
+        spec = self.meta.get("ann", {"kind": "exact", "params": {}, "shards": [[0, len(self.rows)]]})
+        k = min(k, len(self.rows))
+        if spec["kind"] == "exact":
+            found = [hamming_topk(q, self.codes[target][a:b], self.bits, k) for a, b in spec["shards"]]
+            return ann.merge(np.concatenate([i + a for (a, _), (i, _) in zip(spec["shards"], found)], 1),
+                             np.concatenate([d for _, d in found], 1), k)
+        return ann.search(self.shards(target), q, k)
+
+    def shards(self, target: str) -> list[tuple[int, object]]:
+        """(first position, faiss index) of each shard of ``target`` codes, loaded once."""
+        from cfrh_train import ann
+        if target not in self._shards:
+            spec = self.meta["ann"]
+            self._shards[target] = [(a, ann.load(self.folder / f"{target}.shard{i}.faiss", spec["kind"], spec["params"]))
+                                    for i, (a, _) in enumerate(spec["shards"])]
+        return self._shards[target]
 
     def search(self, code: np.ndarray, target: str, k: int = 10) -> list[list[Hit]]:
         """Hamming top-k of real or ±1 query codes (n, K) among the database's ``target`` codes."""

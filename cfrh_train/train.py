@@ -171,16 +171,17 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
 
 
 def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path, progress: bool = True,
-        export: bool = False) -> Path:
+        export: bool = False, index=None) -> Path:
     """Train with a checkpoint in the run folder (an interrupted run resumes), write the run
     folder, then drop the checkpoint: the folder's result.json and codes replace it.
-    ``export`` also writes the search index (``<run>/index/``, see ``cfrh_train.search``)."""
+    ``export`` also writes the search index (``<run>/index/``, see ``cfrh_train.search``), of
+    the kind ``index`` says (a ``search.IndexSpec``; exact by default)."""
     ckpt = run_dir(runs_dir, dataset, config) / "checkpoint.pt"
     out = train(config, cache_dir, dataset, progress=progress, checkpoint=ckpt)
     folder = write_run(out, runs_dir)
     if export:
-        from cfrh_train.search import export_index
-        export_index(out, cache_dir, dataset, folder / "index")
+        from cfrh_train.search import IndexSpec, export_index
+        export_index(out, cache_dir, dataset, folder / "index", index or IndexSpec())
     ckpt.unlink(missing_ok=True)
     return folder
 

@@ -79,3 +79,73 @@ def test_thumbnails_of_an_image_array_are_its_rows(tmp_path):
     place = {"kind": "array", "file": "mirflickr25k-iall.mat", "key": "IAll", "layout": "HWCN"}
     np.testing.assert_array_equal(np.asarray(row_image(place, str(tmp_path), 4)), pixels[4])
     assert row_image(place, str(tmp_path / "moved"), 4) is None
+
+
+def structured_codes(n=4000, bits=64, centres=40, flip=0.06, seed=0):
+    """Codes drawn from a few centres with bit noise, as trained codes cluster (so ANN has structure)."""
+    rng = np.random.default_rng(seed)
+    c = rng.random((centres, bits)) < 0.5
+    assign = rng.integers(0, centres, n)
+    bits_ = c[assign] ^ (rng.random((n, bits)) < flip)
+    return np.where(bits_, 1, -1).astype(np.int8)
+
+
+@pytest.mark.parametrize("kind,params,floor", [("ivf", {"nlist": 32, "nprobe": 8}, 0.9),
+                                               ("hnsw", {"M": 16, "ef_construction": 80, "ef_search": 128}, 0.9),
+                                               ("mih", {"nhash": 4, "b": 16, "nflip": 2}, 0.8)])
+def test_ann_results_are_database_items_at_their_true_distance_with_recall(kind, params, floor):
+    pytest.importorskip("faiss")
+    from cfrh.codes import pack_codes
+    from cfrh_train import ann
+    from cfrh_train.search import hamming_topk
+    both = structured_codes(n=4060)  # queries from the same centres as the database, as test queries are
+    db, q = both[:4000], both[4000:]
+    words, q_words = pack_codes(db), pack_codes(q)
+    shards = [(a, ann.build(words[a:b], kind, params)) for a, b in ann.shard_bounds(len(db), 2)]
+    ids, dists = ann.search(shards, q_words, 50)
+    true = (64 - q.astype(int) @ db.T.astype(int)) // 2
+    _, exact_d = hamming_topk(q_words, words, 64, 50)
+    recall = []
+    for j in range(len(q)):
+        got = ids[j][ids[j] >= 0]
+        assert np.all((got >= 0) & (got < len(db))) and len(set(got)) == len(got)
+        np.testing.assert_array_equal(dists[j][: len(got)], true[j, got])  # the distances are the true ones
+        assert np.all(np.diff(dists[j][: len(got)]) >= 0)  # nearest first
+        # recall@50 by distance: items as near as the exact 50th count (ties make any of them right)
+        recall.append(min(50, int((dists[j][: len(got)] <= exact_d[j, -1]).sum())) / 50)
+    assert np.mean(recall) >= floor, (kind, np.mean(recall))
+
+
+def test_mih_range_search_is_exact_within_its_radius():
+    pytest.importorskip("faiss")
+    from cfrh.codes import pack_codes
+    from cfrh_train import ann
+    both = structured_codes(n=3025, seed=2)
+    db, q = both[:3000], both[3000:]
+    params = {"nhash": 4, "b": 16, "nflip": 1}  # exact up to radius 4 × 2 − 1 = 7
+    shards = [(a, ann.build(pack_codes(db)[a:b], "mih", params)) for a, b in ann.shard_bounds(len(db), 3)]
+    true = (64 - q.astype(int) @ db.T.astype(int)) // 2
+    for radius in (3, 7):
+        found = ann.range_search(shards, pack_codes(q), radius)
+        for j in range(len(q)):
+            np.testing.assert_array_equal(found[j], np.flatnonzero(true[j] <= radius))
+
+
+def test_exported_ann_and_sharded_indexes_answer_like_the_exact_one(synth_cache, tmp_path):
+    from cfrh_train.config import load
+    from cfrh_train.search import Index, IndexSpec
+    from cfrh_train.train import run
+    config = load("synth", overrides={"method": "lsh", "bits": 32, "device": "cpu"})
+    exact = Index(run(config, synth_cache.parent, "synth", tmp_path / "a", progress=False, export=True) / "index")
+    sharded = Index(run(config, synth_cache.parent, "synth", tmp_path / "b", progress=False, export=True,
+                        index=IndexSpec("exact", None, 3)) / "index")
+    code = exact.hash(image=exact.rows_of([3, 9], "image"))[0]
+    assert [[(h.row, h.distance) for h in hits] for hits in sharded.search(code, "text", 20)] == \
+        [[(h.row, h.distance) for h in hits] for hits in exact.search(code, "text", 20)]
+    pytest.importorskip("faiss")
+    hnsw = Index(run(config, synth_cache.parent, "synth", tmp_path / "c", progress=False, export=True,
+                     index=IndexSpec("hnsw", {"ef_search": 256}, 2)) / "index")
+    assert hnsw.meta["ann"]["kind"] == "hnsw" and hnsw.meta["ann"]["params"]["ef_search"] == 256
+    want = exact.search(code, "text", 10)
+    got = hnsw.search(code, "text", 10)
+    assert [h.distance for h in got[0]] == [h.distance for h in want[0]]  # a small database: HNSW finds them all
