@@ -4,6 +4,7 @@
     cfrh train --dataset synth --bits 32            (= cfrh-train …)
     cfrh table --datasets synth                     (= cfrh-table …)
     cfrh search runs/synth/cfrh/32bit/seed0 --text "red circle"   (= cfrh-search …)
+    cfrh serve runs/synth/cfrh/32bit/seed0          (a local search page; = cfrh-search RUN --serve)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import typer
 
 from cfrh import __version__
 from cfrh_cache.cli import app as cache_app
-from cfrh_train.cli import search_command, table_command, train_command
+from cfrh_train.cli import search_command, serve_command, table_command, train_command
 
 app = typer.Typer(no_args_is_help=True, help="Unsupervised cross-modal hashing: cache features once, train, compare, search.")
 
@@ -35,6 +36,7 @@ app.add_typer(cache_app, name="cache")
 app.command("train")(train_command)
 app.command("table")(table_command)
 app.command("search")(search_command)
+app.command("serve")(serve_command)
 
 
 def alias(command):

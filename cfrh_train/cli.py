@@ -155,10 +155,14 @@ def search_command(
                                                       "(mAP@50, ms/query) into result.json")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
     html: Annotated[Path | None, typer.Option(help="also write the hits as a self-contained HTML page")] = None,
+    serve: Annotated[bool, typer.Option(help="serve a local search page instead (as `cfrh serve RUN`)")] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="with --serve: the port on 127.0.0.1")] = 8000,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Hash a query with a trained model and print its nearest database items."""
     from cfrh_train.search import Index, record_rerank
+    if serve:
+        return serve_command(run_dir, port=port, device=device)
     folder = run_dir / "index" if (run_dir / "index" / "index.json").is_file() else run_dir
     if evaluate_rerank:
         print(json.dumps(record_rerank(folder.parent, evaluate_rerank, device)))
@@ -209,3 +213,18 @@ def search_command(
                       h.get("text") or " ".join(h.get("text_words", [])[:12]), h.get("image", ""))
     console.print(table)
 
+
+
+@user_errors
+def serve_command(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written with --export (or its index/ folder)")],
+    host: Annotated[str, typer.Option(help="the address to listen on (the default: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="the port")] = 8000,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Serve a local search page over a run's index: type a text or drop an image, see the hits."""
+    from cfrh_train.serve import create_app
+    app = create_app(run_dir, device)  # loads the index now: a bad folder fails before listening
+    import uvicorn
+    err_console.print(f"serving {run_dir} on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -110,34 +110,66 @@ def evaluation_scan(q_codes, db_codes, q_labels, db_labels, n_bits, k, cutoffs, 
 
 @numba.njit(parallel=True, cache=True)
 def topk_scan(q_words, db_words, n_bits, k):
-    nq, n = q_words.shape[0], db_words.shape[0]
+    """The k nearest database codes of each query, ties by position, in one pass: a running
+    threshold ``t`` (an item is kept while its distance is below it, or equal while fewer than k
+    kept ones are at most ``t``) skips almost every item after the first few thousand; the kept
+    ones are placed by a counting sort at the end, exactly as a stable sort would order them."""
+    nq, n, w = q_words.shape[0], db_words.shape[0], q_words.shape[1]
     nb = n_bits + 1
     ids = np.empty((nq, k), np.int64)
     dists = np.empty((nq, k), np.int32)
     for q in numba.prange(nq):
-        dist = np.empty(n, np.uint16)
-        hist = np.zeros(nb, np.int64)
+        cap = 4 * k + 64
+        buf_i = np.empty(cap, np.int64)
+        buf_d = np.empty(cap, np.int64)
+        hist = np.zeros(nb, np.int64)  # distances of the kept items
+        size, t, at_most = 0, nb - 1, 0  # kept items; the threshold; kept items at most t
+        q0 = q_words[q, 0]
         for j in range(n):
-            d = 0
-            for w in range(q_words.shape[1]):
-                d += popcount(q_words[q, w] ^ db_words[j, w])
-            dist[j] = d
+            if w == 1:  # codes of up to 64 bits: one word
+                d = np.int64(popcount(q0 ^ db_words[j, 0]))
+            else:
+                d = np.int64(0)
+                for x in range(w):
+                    d += np.int64(popcount(q_words[q, x] ^ db_words[j, x]))
+            if d > t or (d == t and at_most >= k):
+                continue
+            if size == cap:  # drop what the threshold has passed; grow if all still count
+                keep = 0
+                for s in range(size):
+                    if buf_d[s] <= t:
+                        buf_i[keep], buf_d[keep] = buf_i[s], buf_d[s]
+                        keep += 1
+                size = keep
+                if size == cap:
+                    grown_i, grown_d = np.empty(2 * cap, np.int64), np.empty(2 * cap, np.int64)
+                    grown_i[:size], grown_d[:size] = buf_i[:size], buf_d[:size]
+                    buf_i, buf_d, cap = grown_i, grown_d, 2 * cap
+            buf_i[size], buf_d[size] = j, d
+            size += 1
             hist[d] += 1
+            at_most += 1
+            while t > 0 and at_most - hist[t] >= k:  # k kept items lie below t: lower it
+                at_most -= hist[t]
+                t -= 1
+        counts = np.zeros(nb, np.int64)
+        for s in range(size):
+            if buf_d[s] <= t:
+                counts[buf_d[s]] += 1
         pos = np.zeros(nb, np.int64)  # where each distance's items start in the output
-        last, take = nb - 1, 0  # the distance where the k-th item lies, and how many of it fit
-        total = 0
+        last, take, total = nb - 1, 0, 0  # the distance of the k-th item, and how many of it fit
         for d in range(nb):
             pos[d] = total
-            if total + hist[d] >= k:
+            if total + counts[d] >= k:
                 last, take = d, k - total
                 break
-            total += hist[d]
-        for j in range(n):  # index order: a stable counting sort of the first k items
-            d = dist[j]
+            total += counts[d]
+        for s in range(size):  # in position order: a stable counting sort of the first k
+            d = buf_d[s]
             if d < last or (d == last and take > 0):
                 if d == last:
                     take -= 1
-                ids[q, pos[d]] = j
+                ids[q, pos[d]] = buf_i[s]
                 dists[q, pos[d]] = d
                 pos[d] += 1
     return ids, dists

@@ -183,3 +183,15 @@ def test_cli_search_json_and_errors(exported):
         assert no_vocab.exit_code == 1 and "vocabulary is not known" in no_vocab.output
     finally:
         (exported / "index" / "index.json").write_text(json.dumps(meta))
+
+
+def test_topk_with_heavy_ties_equals_a_stable_sort():
+    """Many exact duplicates (the kept buffer must grow) and k beyond them: ties by position."""
+    rng = np.random.default_rng(4)
+    base = np.where(rng.random((40, 64)) < 0.5, 1, -1).astype(np.int8)
+    db = np.repeat(base, 900, axis=0)[rng.permutation(36000)]
+    q = base[:5]
+    ids, dists = hamming_topk(pack_codes(q), pack_codes(db), 64, 1500)
+    want_ids, want_d = brute_force(q, db, 1500)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(dists, want_d)

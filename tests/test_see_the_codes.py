@@ -149,3 +149,85 @@ def test_exported_ann_and_sharded_indexes_answer_like_the_exact_one(synth_cache,
     want = exact.search(code, "text", 10)
     got = hnsw.search(code, "text", 10)
     assert [h.distance for h in got[0]] == [h.distance for h in want[0]]  # a small database: HNSW finds them all
+
+
+@pytest.fixture(scope="module")
+def served_run(synth_cache, tmp_path_factory):
+    from cfrh_train.config import load
+    from cfrh_train.train import run
+    config = load("synth", overrides={"method": "lsh", "bits": 16, "device": "cpu"})
+    return run(config, synth_cache.parent, "synth", tmp_path_factory.mktemp("served"), progress=False, export=True)
+
+
+def test_serve_api_answers_text_and_image_queries(served_run, synth_dir):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from cfrh_train.search import Index
+    from cfrh_train.serve import create_app
+    client = TestClient(create_app(served_run))
+    assert "search images" in client.get("/").text
+    index = Index(served_run / "index")
+    word = index.meta["vocabulary"][0]
+    got = client.get("/api/search", params={"text": word, "k": 4}).json()
+    want = index.search(index.hash(text=index.text_vectors([word]))[1], "image", 4)[0]
+    assert [h["row"] for h in got["hits"]] == [h.row for h in want] and got["query"]["target"] == "image"
+    assert client.get("/api/search", params={"text": "zzzz qqqq"}).status_code == 400
+    image = sorted((synth_dir / "images").glob("*.jpg"))[3]
+    with open(image, "rb") as f:
+        page = client.post("/search", files={"image": ("q.jpg", f, "image/jpeg")}, data={"k": "3"}).text
+    assert page.count("<figure class='hit") == 3
+
+
+def _chromium() -> str | None:
+    import shutil
+    import subprocess
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and shutil.which("apt-get"):  # the test installs what it needs, where it can
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+                       shell=True, capture_output=True, timeout=600)
+        found = shutil.which("chromium")
+    return found
+
+
+def test_the_page_answers_a_query_in_a_real_browser(served_run):
+    """Chromium (headless, through Playwright) types a query into the served page and sees hits."""
+    pytest.importorskip("fastapi")
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    browser_path = _chromium()
+    if browser_path is None:
+        pytest.skip("no Chromium could be installed here (apt-get install chromium)")
+    import socket
+    import threading
+
+    import uvicorn
+
+    from cfrh_train.search import Index
+    from cfrh_train.serve import create_app
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(served_run), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        import time
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        word = Index(served_run / "index").meta["vocabulary"][1]
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/", timeout=30000)
+            page.fill("#text", word)
+            page.click("#go")
+            page.wait_for_selector("figure.hit", timeout=30000)
+            assert page.locator("figure.hit").count() == 10
+            assert word in page.inner_text("#query")
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
