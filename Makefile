@@ -18,7 +18,7 @@ BITS ?= 16 32 64 128
 SEEDS ?= 0 1 2
 SKIP_TORCH ?= 0
 
-.PHONY: setup features train table demo bench test clean-demo
+.PHONY: setup features train table tune demo bench test clean-demo
 
 setup: $(VENV)/.installed
 
@@ -46,15 +46,17 @@ train: setup
 #            [ENCODERS="ViT-B-32__openai ViT-L-14__openai"]  (backbones cached side by side)
 #            [RERANK=500]  (also what re-ranking the Hamming top-500 adds to mAP@50, and its cost)
 #            [EXAMPLES=3]  (also a figure of 3 seeded test queries and every method's top hits)
+#            [TUNED=30]  (also rows tuned on validation with the same 30-trial budget per method)
 # trains what is missing (finished runs with the same config are reused), writes runs/table.md, .tex, figures/
 DATASETS ?=
 METHODS ?= cfrh jdsh djsrh dgcpn ucch lsh
 ENCODERS ?=
 RERANK ?= 0
 EXAMPLES ?= 0
+TUNED ?= 0
 table: setup
 	$(VENV)/bin/cfrh-table --datasets "$(DATASETS)" --bits "$(BITS)" --seeds "$(SEEDS)" --methods "$(METHODS)" \
-	  --encoders "$(ENCODERS)" --rerank $(RERANK) --examples $(EXAMPLES) \
+	  --encoders "$(ENCODERS)" --rerank $(RERANK) --examples $(EXAMPLES) --tuned $(TUNED) \
 	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
 
 demo: setup
@@ -67,6 +69,13 @@ demo: setup
 	$(VENV)/bin/cfrh-search $(RUNS)/synth/cfrh/32bit/seed0 --text "red circle" -k 5
 	$(VENV)/bin/cfrh-table --datasets synth --bits "16 32" --seeds "0 1" --methods "cfrh jdsh djsrh dgcpn ucch lsh random" \
 	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
+
+# make tune DATASET=mirflickr METHOD=cfrh BITS=32 TRIALS=30 [JOBS=2]: runs/tune/… (best.json, summary.json)
+TRIALS ?= 30
+JOBS ?= 1
+tune: setup
+	for b in $(BITS); do $(VENV)/bin/cfrh-tune --dataset $(DATASET) --method $(METHOD) --bits $$b --trials $(TRIALS) \
+	  --jobs $(JOBS) --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS) || exit 1; done
 
 # make bench [BENCH_ARGS=--quick]: bench/results.json (ratios against baselines measured in the same run)
 BENCH_ARGS ?=

@@ -12,6 +12,7 @@ never asserted (shared machines are noisy). Sections:
 - ann: approximate binary indexes (faiss IVF, HNSW, multi-index hashing; 2–3 settings each) at
   1 M and 10 M structured 64-bit codes: build time, queries/s and recall@50 against the exact
   top-50, peak memory, beside our exact search and faiss ``IndexBinaryFlat``;
+- tune: a 10-trial CFRH study at MIRFlickr scale (default search space, pruning): trials/hour;
 - trainer: one epoch of ours vs peer code (per-item DataLoader, dense BoW layer, unfused SGD)
   on the same model function, and the share of the loop alone;
 - stage2: one training + evaluation at MIRFlickr scale on synthetic tensors, per bit length.
@@ -246,12 +247,11 @@ def bench_trainer(n=5000, dim=512, vocab=1386, bits=32, words=10):
             "speedup_loop_only": round(best["peer"] / best["peer_layers"], 2)}
 
 
-def bench_stage2(bits_list, epochs=None):
-    """Train + evaluate at MIRFlickr scale (20,015 rows: 5,000 train, 18,015 database, 2,000 queries)."""
+def mirflickr_shaped_cache(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A cache of MIRFlickr's shapes (20,015 rows, 512-d features, 1,386-word texts of ~10 words,
+    24 labels) whose features carry the labels; returns (image, text)."""
     from cfrh_cache.splits import make_split
     from cfrh_cache.store import Cache
-    from cfrh_train.config import load
-    from cfrh_train.train import train
     rng = np.random.default_rng(0)
     n, classes, dim, vocab = 20015, 24, 512, 1386
     labels = (rng.random((n, classes)) < 0.12).astype(np.uint8)
@@ -260,16 +260,38 @@ def bench_stage2(bits_list, epochs=None):
     centres_i, centres_t = rng.normal(size=(classes, dim)), rng.random((classes, vocab)) < 0.0025
     image = (labels @ centres_i + rng.normal(scale=2.0, size=(n, dim))).astype(np.float16)
     text = ((labels @ centres_t) > 0) | (rng.random((n, vocab)) < 0.002)
+    cache = Cache.create(root / "mirflickr", "mirflickr", n)
+    cache.write("labels", labels)
+    cache.write_text(text.astype(np.uint8), "bow", {})
+    split = make_split(labels, "mirflickr", "djsrh", 0)
+    for key in ("query", "database", "train", "val"):
+        cache.write(f"split/{key}", getattr(split, key))
+    cache.update_attrs(split=split.describe())
+    cache.write("image/synthetic__none", image)
+    return image, text
+
+
+def bench_tune(trials: int = 10):
+    """A study of CFRH at MIRFlickr scale (its default search space, pruning on): trials per hour."""
+    from cfrh_train.tune import tune
+    with tempfile.TemporaryDirectory() as tmp:
+        mirflickr_shaped_cache(Path(tmp))
+        t = time.perf_counter()
+        summary = tune("mirflickr", "cfrh", 32, trials, tmp, Path(tmp) / "runs", seed=0, device="cpu")
+        wall = time.perf_counter() - t
+    return {"method": "cfrh", "bits": 32, "trials": summary["trials"], "pruned": summary["pruned"],
+            "wall_s": round(wall, 1), "trials_per_hour": round(3600 * summary["trials"] / wall, 1),
+            "best_val_map": round(summary["best_val_map"], 4), "default_val_map": summary["default_val_map"],
+            "target": ">= 30 trials in well under an hour on 2 CPU cores"}
+
+
+def bench_stage2(bits_list, epochs=None):
+    """Train + evaluate at MIRFlickr scale (20,015 rows: 5,000 train, 18,015 database, 2,000 queries)."""
+    from cfrh_train.config import load
+    from cfrh_train.train import train
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Cache.create(Path(tmp) / "mirflickr", "mirflickr", n)
-        cache.write("labels", labels)
-        cache.write("text/bow", text.astype(np.uint8))
-        split = make_split(labels, "mirflickr", "djsrh", 0)
-        for key in ("query", "database", "train", "val"):
-            cache.write(f"split/{key}", getattr(split, key))
-        cache.update_attrs(split=split.describe())
-        cache.write("image/synthetic__none", image)
+        image, text = mirflickr_shaped_cache(Path(tmp))
         # the paper-family default, and a lighter variant (CCAH's 1,024-wide layers, CAGAN's 20 epochs):
         # the FLOPs of an epoch are set by the layer widths, not by our loop
         variants = {"default": {}, "hidden 1024": {"hidden": 1024, "epochs": 20}}
@@ -333,6 +355,7 @@ def main() -> None:
         results["eval"] = bench_eval(bits[:1], n_query=200, n_db=20000)
         results["search"] = bench_search(sizes=(20000,), bits_list=(32,), n_query=100)
         results["ann"] = bench_ann(sizes=(50_000,), n_query=100, centres=200)
+        results["tune"] = bench_tune(trials=2)
         results["trainer"] = bench_trainer(n=1000)
         results["stage2"] = bench_stage2(train_bits[:1], epochs=2)
         results["stage1"] = bench_stage1("cfrh-tiny-vit", 128, 32, args.workers)
@@ -340,6 +363,7 @@ def main() -> None:
         results["eval"] = bench_eval(bits)
         results["search"] = bench_search()
         results["ann"] = bench_ann()
+        results["tune"] = bench_tune()
         results["trainer"] = bench_trainer()
         results["stage2"] = bench_stage2(train_bits)
         results["stage1"] = bench_stage1(args.model, args.images, args.batch, args.workers)
@@ -362,6 +386,9 @@ def main() -> None:
                       f"{r['queries_per_s']} q/s, recall@50 {r['recall@50']}, build {r['build_s']} s",
                       f"exact {r['exact_ours_queries_per_s']} q/s, faiss flat {r['faiss_flat_queries_per_s']} q/s",
                       f"{round(r['queries_per_s'] / r['exact_ours_queries_per_s'], 1)}×", f"peak {r['peak_rss_mb']} MB")
+    tu = results["tune"]
+    table.add_row(f"tune {tu['method']} {tu['bits']} bits, MIRFlickr shapes", f"{tu['trials_per_hour']} trials/hour",
+                  f"{tu['trials']} trials ({tu['pruned']} pruned) in {tu['wall_s']} s", "", tu["target"])
     t = results["trainer"]
     table.add_row("trainer epoch", f"{t['ours_epoch_s']} s",
                   f"{t['peer_epoch_s']} s (peer: dense BoW layer, unfused SGD, per-item loader)",

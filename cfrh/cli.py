@@ -15,7 +15,7 @@ import typer
 
 from cfrh import __version__
 from cfrh_cache.cli import app as cache_app
-from cfrh_train.cli import search_command, serve_command, table_command, train_command
+from cfrh_train.cli import search_command, serve_command, table_command, train_command, tune_command
 
 app = typer.Typer(no_args_is_help=True, help="Unsupervised cross-modal hashing: cache features once, train, compare, search.")
 
@@ -37,6 +37,7 @@ app.command("train")(train_command)
 app.command("table")(table_command)
 app.command("search")(search_command)
 app.command("serve")(serve_command)
+app.command("tune")(tune_command)
 
 
 def alias(command):
@@ -47,3 +48,4 @@ def alias(command):
 
 
 train_app, table_app, search_app = alias(train_command), alias(table_command), alias(search_command)
+tune_app = alias(tune_command)

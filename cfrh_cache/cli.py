@@ -62,6 +62,8 @@ def features(
     vocab_size: Annotated[int, typer.Option(min=1, help="vocabulary size for datasets with raw text")] = 2000,
     min_df: Annotated[int, typer.Option(min=1, help="drop words found in fewer texts")] = 2,
     resplit: Annotated[bool, typer.Option(help="replace a stored split of another protocol/seed")] = False,
+    val_holdout: Annotated[bool | None, typer.Option(help="hold the validation rows out of training (default: "
+                                                          "where the protocol trains on the database: ucch, wiki)")] = None,
     rebuild: Annotated[bool, typer.Option(help="rebuild what was made from other inputs (changed files or options); "
                                                "the cache is replaced only once the rebuild is complete")] = False,
     image_layout: Annotated[str | None, typer.Option(help="axis order of an image array (IAll) in MATLAB order, "
@@ -78,7 +80,7 @@ def features(
     options = FeatureOptions(model=model, pretrained=pretrained, batch_size=batch_size, workers=workers, device=device,
                              protocol=protocol.value, seed=seed, vocab_size=vocab_size, min_df=min_df, resplit=resplit,
                              rebuild=rebuild, chunk_rows=chunk_rows, progress=progress, image_layout=image_layout,
-                             text_encoder=text_encoder)
+                             text_encoder=text_encoder, val_holdout=val_holdout)
     with distributed_context(device) as (rank, ranks, barrier, dev):
         report = build_features(dataset.value, root, cache_dir, replace(options, device=dev), rank=rank, ranks=ranks,
                                 barrier=barrier, max_chunks=max_chunks)

@@ -68,6 +68,7 @@ class FeatureOptions:
     progress: bool = True
     image_layout: str | None = None
     text_encoder: bool = False  # also CLIP text embeddings of raw texts: text/<model>__<pretrained>
+    val_holdout: bool | None = None  # validation rows out of training (None: where train = database)
 
     def __post_init__(self) -> None:
         for name, low in (("batch_size", 1), ("workers", 0), ("vocab_size", 1), ("min_df", 1), ("chunk_rows", 1),
@@ -197,12 +198,14 @@ def _write_tables(cache: Cache, source: Source, opts: FeatureOptions, wanted: di
         record = cache.array("split/query").attrs.get("made_from")
         if record == wanted["split"]:
             return written
-        if (stored["protocol"], stored["seed"]) != (opts.protocol, opts.seed) and not opts.resplit and \
-                only_protocol_changed(record, wanted["split"]):
-            raise CacheError(f"{cache.path}: holds split {stored['protocol']}/seed {stored['seed']}, you asked for "
-                             f"{opts.protocol}/seed {opts.seed}; pass --resplit to replace it (runs and checkpoints "
-                             "made on the old split are then retrained, never reused) or use another --cache-dir")
-    split = make_split(source.labels, source.dataset, opts.protocol, opts.seed, source.fixed_split, source.reference_n)
+        if not opts.resplit and only_protocol_changed(record, wanted["split"]):
+            held = lambda r: " (validation held out of training)" if r and r.get("val_holdout") else ""
+            raise CacheError(f"{cache.path}: holds split {stored['protocol']}/seed {stored['seed']}{held(record)}, you "
+                             f"asked for {opts.protocol}/seed {opts.seed}{held(wanted['split'])}; pass --resplit to "
+                             "replace it (runs and checkpoints made on the old split are then retrained, never "
+                             "reused) or use another --cache-dir")
+    split = make_split(source.labels, source.dataset, opts.protocol, opts.seed, source.fixed_split, source.reference_n,
+                       opts.val_holdout)
     for key in ("query", "database", "train", "val"):
         cache.write(f"split/{key}", getattr(split, key).astype(np.int64), {"made_from": wanted["split"]})
     cache.update_attrs(split=split.describe())

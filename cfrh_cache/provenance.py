@@ -17,6 +17,7 @@ from cfrh.errors import CacheError
 from cfrh.fsio import sha256_file
 from cfrh.images import DECODE
 from cfrh_cache.readers import Source
+from cfrh_cache.splits import holdout_default
 from cfrh_cache.store import Cache
 
 if TYPE_CHECKING:  # annotations only: provenance needs no torch
@@ -37,7 +38,9 @@ def made_from(source: Source, files: list[dict], opts: FeatureOptions, encoder: 
     if opts.text_encoder:
         records[f"text/{encoder.tag}"] = {"texts": role("raw"), "encoder": encoder_identity(encoder.attrs)}
     return {**records, "labels": labels, "text": texts, "raw": {"texts": role("raw"), "images": images},
-            "split": {"labels": labels, "protocol": opts.protocol, "seed": opts.seed},
+            "split": {"labels": labels, "protocol": opts.protocol, "seed": opts.seed,
+                      "val_holdout": holdout_default(opts.protocol, source.dataset) if opts.val_holdout is None
+                      else opts.val_holdout},
             f"image/{encoder.tag}": {"images": images, "encoder": encoder_identity(encoder.attrs),
                                      "decode": decode}}
 
@@ -123,7 +126,7 @@ def legacy_record(cache: Cache, key: str, name: str, wanted: dict[str, dict]) ->
     if key == "split":
         split = attrs.get("split", {})
         return {"labels": {"files": files(wanted["labels"]["files"])}, "protocol": split.get("protocol"),
-                "seed": split.get("seed")}
+                "seed": split.get("seed"), "val_holdout": split.get("val_holdout", False)}
     if key.startswith("image/"):
         record = wanted[key]
         encoder = attrs.get("encoders", {}).get(name.split("/", 1)[1], {})

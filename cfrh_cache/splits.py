@@ -11,9 +11,11 @@ Two protocols from the literature:
   are the queries; train = database = the rest.
 
 Both add a validation split carved from the database, never from the queries, for model
-selection in stage 2. It is disjoint from train where train is a subset of the database, and
-inside it where the protocol trains on the whole database (UCCH, WIKI): the methods are
-unsupervised, so no label reaches training either way. Datasets smaller than the benchmark
+selection in stage 2. It is disjoint from train where train is a subset of the database. Where
+the protocol trains on the whole database (UCCH, WIKI), the validation rows are held out of
+training by default (``val_holdout``): inside train, their own pairs would sit in the searched
+set and reward memorising; ``val_holdout=False`` keeps the protocol's train = database (the
+methods are unsupervised, so no label reaches training either way). Datasets smaller than the benchmark
 (the demo, small manifests) get every size scaled by N / 20,015, and the split says so.
 """
 
@@ -48,15 +50,24 @@ class Split:
     def sizes(self) -> dict[str, int]:
         return {k: int(getattr(self, k).size) for k in ("query", "database", "train", "val")}
 
+    val_holdout: bool = False
+
     def describe(self) -> dict:
         val_in_train = bool(np.isin(self.val, self.train).any())
         return {"protocol": self.protocol, "seed": self.seed, **{f"n_{k}": v for k, v in self.sizes().items()},
-                "val_in_train": val_in_train, "notes": self.notes}
+                "val_in_train": val_in_train, "val_holdout": self.val_holdout, "notes": self.notes}
+
+
+def holdout_default(protocol: str, dataset: str) -> bool:
+    """Whether validation rows leave training by default: where the protocol trains on the database."""
+    return protocol == "ucch" or dataset == "wiki"
 
 
 def make_split(labels: np.ndarray, dataset: str, protocol: str = "djsrh", seed: int = 0,
-               fixed: dict[str, np.ndarray] | None = None, reference_n: int | None = None) -> Split:
-    """Draw the split of ``protocol`` for a dataset with these labels, deterministically from ``seed``."""
+               fixed: dict[str, np.ndarray] | None = None, reference_n: int | None = None,
+               val_holdout: bool | None = None) -> Split:
+    """Draw the split of ``protocol`` for a dataset with these labels, deterministically from ``seed``.
+    ``val_holdout`` (None: ``holdout_default``) takes the validation rows out of training."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown split protocol {protocol!r}; choose one of {PROTOCOLS}")
     rng = np.random.default_rng(seed)
@@ -106,7 +117,12 @@ def make_split(labels: np.ndarray, dataset: str, protocol: str = "djsrh", seed: 
     if pool.size < n_val:
         pool = database
     val = rng.choice(pool, size=n_val, replace=False)
-    return Split(np.sort(query), np.sort(database), np.sort(train), np.sort(val), protocol, seed, notes)
+    holdout = holdout_default(protocol, dataset) if val_holdout is None else val_holdout
+    if holdout and np.isin(val, train).any():
+        train = np.setdiff1d(train, val)
+        notes.append(f"validation rows held out of training ({n_val} rows): train = database − val")
+    return Split(np.sort(query), np.sort(database), np.sort(train), np.sort(val), protocol, seed, notes,
+                 bool(holdout))
 
 
 def _quota(quota: tuple[int, int] | None, total: int, n_classes: int, scale: float) -> tuple[int, int]:

@@ -107,6 +107,8 @@ def table_command(
     published: Annotated[Path | None, typer.Option(help="published figures CSV (default: the bundled copy)")] = None,
     rerank: Annotated[int, typer.Option(help="also score re-ranking of the Hamming top-R (0: off); "
                                              "runs are trained with --export for it")] = 0,
+    tuned: Annotated[int, typer.Option(min=0, help="also rows from each method's best config of a study of "
+                                                  "exactly N trials on the validation split (0: off)")] = 0,
     examples: Annotated[int, typer.Option(min=0, help="also draw N test queries (chosen by seed) with each "
                                                      "method's top hits, as PNG and PDF (0: off)")] = 0,
     examples_seed: Annotated[int, typer.Option(min=0, help="seed that chooses the example queries")] = 0,
@@ -124,7 +126,7 @@ def table_command(
             raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
         counts = ensure_runs(names, _words(methods), _words(bits, int, "--bits"), _words(seeds, int, "--seeds"),
                              cache_dir, runs_dir, device, progress, log=lambda m: err_console.print(f"[cyan]{m}[/]"),
-                             encoders=_words(encoders) or [None], rerank=rerank)
+                             encoders=_words(encoders) or [None], rerank=rerank, tuned=tuned)
         err_console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
     out = make_table(runs_dir, published or PUBLISHED)
     if examples:
@@ -228,3 +230,44 @@ def serve_command(
     import uvicorn
     err_console.print(f"serving {run_dir} on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@user_errors
+def tune_command(
+    dataset: Annotated[str, typer.Option(help="cached dataset under --cache-dir")] = "synth",
+    method: Annotated[MethodName, typer.Option(help="the method to tune")] = MethodName.cfrh,
+    bits: Annotated[int, typer.Option(min=1, max=1023, help="code length K")] = 32,
+    trials: Annotated[int, typer.Option(min=1, help="the budget: finished trials (pruned ones count)")] = 30,
+    seed: Annotated[int, typer.Option(min=0, help="training seed of every trial, and the sampler's")] = 0,
+    timeout: Annotated[float | None, typer.Option(min=1, help="stop starting trials after S seconds")] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="parallel worker processes (torch threads split between them)")] = 1,
+    space: Annotated[Path | None, typer.Option(help="a search-space file (default: configs/search/<method>.json)")] = None,
+    storage: Annotated[str | None, typer.Option(help="an Optuna storage URL (default: sqlite study.db in the "
+                                                     "study folder; postgresql://… for a cluster)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda")] = "cpu",
+    cache_dir: Annotated[Path, typer.Option(help="the cache root (stage 1's --cache-dir)")] = Path("cache"),
+    runs_dir: Annotated[Path, typer.Option(help="studies go to RUNS_DIR/tune/…")] = Path("runs"),
+    ablate: Annotated[bool, typer.Option(help="instead: CFRH with each part removed or swapped, on validation, "
+                                              "as an ablation table (RUNS_DIR/ablation/…)")] = False,
+    seeds: Annotated[str, typer.Option(help="with --ablate: the seeds pooled")] = "0 1 2",
+    config: Annotated[Path | None, typer.Option(help="with --ablate: the full model's config (e.g. a best.json)")] = None,
+) -> None:
+    """Tune a method on the validation split (Optuna, same budget for every method); resumable."""
+    if ablate:
+        from cfrh_train.ablation import ablate as run_ablation
+        if method != MethodName.cfrh:
+            raise ConfigError("--ablate takes CFRH apart: use --method cfrh")
+        report = run_ablation(dataset, bits, _words(seeds, int, "--seeds"), cache_dir, runs_dir, config, device)
+        console.print(Path(report["markdown"]).read_text())
+        return
+    from cfrh_train.tune import study_dir, tune
+    summary = tune(dataset, method.value, bits, trials, cache_dir, runs_dir, seed, device, timeout, jobs, space,
+                   storage)
+    folder = study_dir(runs_dir, dataset, method.value, bits)
+    default, test = summary["default_val_map"], summary["test_metrics"]
+    key = next(k for k in test["i2t"] if k.startswith("map@") and k != "map@all" and "tie" not in k)
+    console.print(f"{method.value} · {dataset} · {bits} bits: {summary['trials']} trials ({summary['pruned']} pruned); "
+                  f"validation {key} best {summary['best_val_map']:.4f} (trial {summary['best_trial']}), default "
+                  f"{'–' if default is None else f'{default:.4f}'}; test {key} (scored once) "
+                  f"I→T {test['i2t'][key]:.4f}, T→I {test['t2i'][key]:.4f}")
+    console.print(f"best config: {folder / 'best.json'} (cfrh-train --config it); summary, history.png in {folder}")

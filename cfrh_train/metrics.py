@@ -104,6 +104,8 @@ def evaluate(q_codes: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db
     recall = np.mean(np.where(total[:, None] > 0, pr_rel / np.maximum(total[:, None], 1), 0.0), 0)
     result.update({
         "map@all": float(np.where(total > 0, sum_all / np.maximum(total, 1), 0.0).mean()),
+        # per query, for paired significance tests (the same pass: no second evaluation)
+        "per_query": {f"ap@{k}": ap_k, "ap@all": np.where(total > 0, sum_all / np.maximum(total, 1), 0.0)},
         f"map@{k}_tie_avg": float(_tie_avg(hist_all, hist_rel, kk, H).mean()),
         "map@all_tie_avg": float(_tie_avg(hist_all, hist_rel, None, H).mean()),
         "p@k": {str(p): float((hits_at[:, c] / p).mean()) for c, p in enumerate(cutoffs.tolist())},

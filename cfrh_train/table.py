@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from cfrh.errors import CacheError, DataError
 from cfrh_train.plots import DIRECTIONS, arrow, plot_map_vs_bits, plot_pr_comparison
 
@@ -75,7 +77,7 @@ def collect_runs(runs_dir: str | Path) -> list[dict]:
         result["_folder"] = str(path.parent)
         p = result["protocol"]
         key = (result["dataset"], result["method"], result["bits"], result["seed"], result["encoder"]["tag"],
-               p["name"], p["seed"])
+               p["name"], p["seed"], json.dumps(result.get("variant")))
         latest[key] = result
     return list(latest.values())
 
@@ -96,10 +98,12 @@ def cached_datasets(cache_dir: str | Path) -> list[str]:
 
 def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds: list[int], cache_dir: str | Path,
                 runs_dir: str | Path, device: str = "auto", progress: bool = True, log=print,
-                encoders: list[str | None] = (None,), rerank: int = 0) -> dict[str, int]:
-    """Train what is missing or stale; reuse finished run folders keyed by their config.
+                encoders: list[str | None] = (None,), rerank: int = 0, tuned: int = 0) -> dict[str, int]:
+    """Train what is missing or stale; reuse finished run folders made from the same inputs.
     ``encoders``: image arrays of the cache to compare (None: the cache's only one).
-    ``rerank``: also score re-ranking of the Hamming top-R (runs need their search index)."""
+    ``rerank``: also score re-ranking of the Hamming top-R (runs need their search index).
+    ``tuned``: also rows from each learned method's best config of a study of exactly that many
+    trials (``cfrh_train.tune``; run or resumed here), beside the default rows."""
     from itertools import product
 
     from cfrh_cache.store import Cache
@@ -110,22 +114,31 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
     counts = {"reused": 0, "trained": 0}
     for dataset in datasets:
         cache = Cache.open(Path(cache_dir) / dataset)
-        for encoder, method, b, seed in product(encoders, methods, bits, seeds):
-            config = load(dataset, None, {"method": method, "bits": b, "seed": seed, "device": device,
-                                          "encoder": encoder})
-            folder = run_dir(runs_dir, dataset, config)
-            same, why = same_inputs(folder, inputs(config, data_inputs(cache, choose_encoder(cache, encoder))))
-            if same and (not rerank or (folder / "index" / "index.json").is_file()):
-                counts["reused"] += 1
-            else:
-                if (folder / "result.json").exists():
-                    log(f"not reused: {why}")
-                log(f"training {method} on {dataset}{f' [{encoder}]' if encoder else ''}, {b} bits, seed {seed}")
-                run(config, cache_dir, dataset, runs_dir, progress=progress, export=bool(rerank))
-                counts["trained"] += 1
-            if rerank and read_result(folder).get("rerank", {}).get("candidates") != rerank:
-                from cfrh_train.search import record_rerank
-                record_rerank(folder, rerank)
+        for encoder, method, b in product(encoders, methods, bits):
+            variants = [(None, None)]
+            if tuned and (Path(__file__).parent / "configs" / "search" / f"{method}.json").is_file():
+                from cfrh_train.tune import study_dir, tune
+                log(f"tuning {method} on {dataset}, {b} bits: a study of {tuned} trials (resumed where it stopped)")
+                tune(dataset, method, b, tuned, cache_dir, runs_dir, device="cpu" if device == "auto" else device)
+                best = study_dir(runs_dir, dataset, method, b) / "best.json"
+                variants.append((best, {"tuned": {"trials": tuned, "study": str(best.parent)}}))
+            for (config_file, variant), seed in product(variants, seeds):
+                config = load(dataset, config_file, {"method": method, "bits": b, "seed": seed, "device": device,
+                                                     "encoder": encoder})
+                folder = run_dir(runs_dir, dataset, config, variant)
+                same, why = same_inputs(folder, inputs(config, data_inputs(cache, choose_encoder(cache, encoder))))
+                if same and (not rerank or (folder / "index" / "index.json").is_file()):
+                    counts["reused"] += 1
+                else:
+                    if (folder / "result.json").exists():
+                        log(f"not reused: {why}")
+                    log(f"training {method}{' (tuned)' if variant else ''} on {dataset}"
+                        f"{f' [{encoder}]' if encoder else ''}, {b} bits, seed {seed}")
+                    run(config, cache_dir, dataset, runs_dir, progress=progress, export=bool(rerank), variant=variant)
+                    counts["trained"] += 1
+                if rerank and read_result(folder).get("rerank", {}).get("candidates") != rerank:
+                    from cfrh_train.search import record_rerank
+                    record_rerank(folder, rerank)
     return counts
 
 
@@ -135,6 +148,31 @@ class Cell:
     mean: float
     std: float | None = None  # None: a published figure, or a single seed
     n: int = 1
+    p: float | None = None  # paired test of the column's best row against this one (None: not tested)
+
+
+SIGNIFICANCE = 0.05
+SIGNIFICANCE_NOTE = ("†: the best row's lead over this one is not significant (two-sided Wilcoxon signed-rank test "
+                     f"on per-query AP, paired over test queries with the seeds pooled, p ≥ {SIGNIFICANCE})")
+
+
+def paired_p(best: list[np.ndarray], other: list[np.ndarray]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p of paired per-query APs, the seeds' pairs pooled; None
+    when there is nothing to test (no pairs, or every difference zero)."""
+    from scipy.stats import wilcoxon
+    a, b = np.concatenate(best) if best else np.zeros(0), np.concatenate(other) if other else np.zeros(0)
+    if a.size == 0 or a.size != b.size or np.all(a == b):
+        return None
+    return float(wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def _per_query(run: dict, direction: str, metric: str) -> np.ndarray | None:
+    path = Path(run.get("_folder", "")) / "per_query.npz"
+    key = f"{direction}_{metric.replace('map', 'ap')}"
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return data[key] if key in data.files else None
 
 
 @dataclass
@@ -156,6 +194,22 @@ class Block:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def budget(self) -> str:
+        """What "tuned" means in this block: the study's budget, the same for every method."""
+        trials = sorted({int(label.split("tuned (")[1].split(" ")[0]) for label in (r.label for r in self.rows)
+                         if "tuned (" in label})
+        if not trials:
+            return ""
+        return (f"Tuned rows: each method's best config of a study of exactly {', '.join(map(str, trials))} trials "
+                "(Optuna TPE, median pruning) on the validation split, the same budget for every method; the test "
+                "queries scored once per chosen config. Default rows: the configs' defaults.")
+
+    @property
+    def tested(self) -> bool:
+        """Whether any of our cells carries a paired test (then the block says what † means)."""
+        return any(c.p is not None for row in self.rows for c in row.cells.values())
+
+    @property
     def title(self) -> str:
         return f"{metric_label(self.metric)} · {self.dataset} · our split: {self.protocol}"
 
@@ -171,9 +225,14 @@ def _group(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def _row_name(run: dict, runs: list[dict]) -> str:
-    """A row's name: the method, with its backbone where the runs use several."""
+    """A row's name: the method, with its backbone where the runs use several, and "default" or
+    "tuned (N trials)" where tuned runs stand beside default ones."""
     several = len({r["encoder"]["tag"] for r in runs}) > 1
-    return f"{run['method']} [{run['encoder']['tag']}]" if several else run["method"]
+    name = f"{run['method']} [{run['encoder']['tag']}]" if several else run["method"]
+    if any("tuned" in (r.get("variant") or {}) for r in runs):
+        tuned = (run.get("variant") or {}).get("tuned")
+        name += f" · tuned ({tuned['trials']} trials)" if tuned else " · default"
+    return name
 
 
 def _our_rows(runs: list[dict], metric: str, columns: list[tuple[str, int]]) -> tuple[list[Row], list[str]]:
@@ -197,10 +256,28 @@ def _our_rows(runs: list[dict], metric: str, columns: list[tuple[str, int]]) -> 
     for col in columns:
         scored = [row for row in rows if col in row.cells]
         if scored:
-            max(scored, key=lambda row: row.cells[col].mean).best.add(col)
+            best = max(scored, key=lambda row: row.cells[col].mean)
+            best.best.add(col)
+            _mark_significance(best, scored, col, runs, metric)
     notes = [f"{label}: {statistics.fmean(c[1] for c in v):.2f} ms per query, against "
              f"{statistics.fmean(c[0] for c in v):.2f} ms for the Hamming ranking alone" for label, v in cost.items()]
     return rows, notes
+
+
+def _mark_significance(best: Row, rows: list[Row], col: tuple[str, int], runs: list[dict], metric: str) -> None:
+    """p of the best row against each other row of one column, pairing queries seed by seed."""
+    direction, bits = col
+    by = lambda label: {r["seed"]: r for r in runs if _row_name(r, runs) == label and r["bits"] == bits}
+    best_runs = by(best.label)
+    for row in rows:
+        if row is best or "re-rank" in row.label:
+            continue
+        theirs = by(row.label)
+        pairs = [(_per_query(best_runs[s], direction, metric), _per_query(theirs[s], direction, metric))
+                 for s in sorted(set(best_runs) & set(theirs))]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None and a.shape == b.shape]
+        if pairs:
+            row.cells[col].p = paired_p([a for a, _ in pairs], [b for _, b in pairs])
 
 
 def _published_rows(published: list[dict], metric: str, dataset: str,
@@ -234,7 +311,8 @@ def build_blocks(results: list[dict], published: list[dict], metrics: list[str] 
 def fmt(cell: Cell | None) -> str:
     if cell is None:
         return "–"
-    return f"{cell.mean:.3f}" if cell.std is None else f"{cell.mean:.3f} ± {cell.std:.3f}"
+    text = f"{cell.mean:.3f}" if cell.std is None else f"{cell.mean:.3f} ± {cell.std:.3f}"
+    return text + (" †" if cell.p is not None and cell.p >= SIGNIFICANCE else "")
 
 
 def _label(row: Row) -> str:
@@ -290,6 +368,10 @@ def render_markdown(blocks: list[Block], protocol: list[str], figures: list[Path
                 out += ["", "Sources: " + "; ".join(b.sources) + "."]
             if b.notes:
                 out += ["", "Re-ranking cost: " + "; ".join(b.notes) + "."]
+            if b.tested:
+                out += ["", SIGNIFICANCE_NOTE + "."]
+            if b.budget:
+                out += ["", b.budget]
     if figures:
         out += ["", "## Figures", ""] + [f"![{f.stem}]({f.relative_to(root).as_posix()})" for f in figures]
     out += ["", "## Protocol", ""] + [f"- {line}" for line in protocol]
@@ -298,7 +380,8 @@ def render_markdown(blocks: list[Block], protocol: list[str], figures: list[Path
 
 def _tex(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("→", r"$\to$"), ("·", r"$\cdot$"), ("–", "--")):
+                 ("±", r"$\pm$"), ("→", r"$\to$"), ("·", r"$\cdot$"), ("–", "--"), ("†", r"$^\dagger$"),
+                 ("≥", r"$\geq$")):
         text = text.replace(a, b)
     return text
 
@@ -316,6 +399,8 @@ def render_latex(blocks: list[Block], protocol: list[str]) -> str:
                      for c in b.columns]
             out.append(_tex(_label(row)) + " & " + " & ".join(cells) + r" \\")
         out += [r"\hline", r"\end{tabular}", r"\end{table}"] + [f"% re-ranking cost: {_tex(n)}" for n in b.notes]
+        if b.tested:
+            out.append(f"% {_tex(SIGNIFICANCE_NOTE)}")
     out += ["", "% Protocol"] + [f"% {line}" for line in protocol]
     return "\n".join(out) + "\n"
 
@@ -324,7 +409,8 @@ def rich_tables(blocks: list[Block]):
     from rich.table import Table
     tables = []
     for b in blocks:
-        t = Table(title=b.title, title_justify="left", caption="; ".join(b.notes) or None, caption_justify="left")
+        caption = "; ".join(b.notes + ([SIGNIFICANCE_NOTE] if b.tested else [])) or None
+        t = Table(title=b.title, title_justify="left", caption=caption, caption_justify="left")
         t.add_column("method")
         for d, bits in b.columns:
             t.add_column(f"{arrow(d)} {bits}", justify="right")

@@ -85,15 +85,19 @@ class Checkpoint:
 
 
 def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth", progress: bool = True,
-          checkpoint: str | Path | None = None) -> dict:
+          checkpoint: str | Path | None = None, data: CachedData | None = None, on_validation=None,
+          test: bool = True) -> dict:
     """Train ``config['method']`` on ``cache_dir/dataset``; returns result, codes and history.
 
     With ``checkpoint``, the state is saved at every validation and a run with the same inputs
-    resumes from it, ending exactly as an uninterrupted run would.
+    resumes from it, ending exactly as an uninterrupted run would. ``data``: the cache already
+    loaded (a tuning study loads it once). ``on_validation(epoch, score)`` hears every validation
+    score (a study prunes on it). ``test=False`` scores nothing on the test queries: the result
+    has the selection only (a study's trials).
     """
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
-    data = load_cache(cache_dir, dataset, config["encoder"], config["text"])
+    data = data or load_cache(cache_dir, dataset, config["encoder"], config["text"])
     split = data.split
     img, txt = data.rows(split["train"])
     train_img, train_txt = torch.from_numpy(img).to(device), torch.from_numpy(txt).to(device)
@@ -147,6 +151,8 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                     if score > best["score"]:
                         best = {"score": score, "epoch": epoch, "state": copy.deepcopy(method.state_dict())}
                     bar.update(task, val=f"{score:.4f}")
+                    if on_validation is not None:
+                        on_validation(epoch, score)
                 history.append(entry)
                 if "val_i2t" in entry:
                     saved.save({"epoch": epoch, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
@@ -154,6 +160,9 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                                 "best": best, "history": history})
                 bar.update(task, advance=1, loss=entry["loss"])
     train_s = time.perf_counter() - t0
+    if not test:
+        return {"selection": {"epoch": best["epoch"], "val_map": best["score"]}, "history": history,
+                "timing": {"train_s": round(train_s, 3)}}
     t1 = time.perf_counter()
     method.eval()
     last_metrics = None
@@ -166,18 +175,22 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     result = make_result(config, data, metrics, last_metrics or metrics, best, train_s, eval_s, history)
     codes.update(query_index=split["query"], database_index=split["database"])
     curves = {d: metrics[d]["pr_curve"] for d in ("i2t", "t2i")}
+    per_query = {f"{d}_{name}": values for d in ("i2t", "t2i") for name, values in metrics[d]["per_query"].items()}
     return {"result": result, "codes": codes, "model": method, "pr_curve": curves, "dims": (img.shape[1], txt.shape[1]),
-            "text_kind": data.text_kind}
+            "text_kind": data.text_kind, "per_query": {**per_query, "query_index": split["query"]}}
 
 
 def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path, progress: bool = True,
-        export: bool = False, index=None) -> Path:
+        export: bool = False, index=None, variant: dict | None = None) -> Path:
     """Train with a checkpoint in the run folder (an interrupted run resumes), write the run
     folder, then drop the checkpoint: the folder's result.json and codes replace it.
     ``export`` also writes the search index (``<run>/index/``, see ``cfrh_train.search``), of
-    the kind ``index`` says (a ``search.IndexSpec``; exact by default)."""
-    ckpt = run_dir(runs_dir, dataset, config) / "checkpoint.pt"
+    the kind ``index`` says (a ``search.IndexSpec``; exact by default). ``variant`` names a run
+    of another config than the defaults, e.g. ``{"tuned": {"trials": 30, …}}`` (its own folder)."""
+    ckpt = run_dir(runs_dir, dataset, config, variant) / "checkpoint.pt"
     out = train(config, cache_dir, dataset, progress=progress, checkpoint=ckpt)
+    if variant:
+        out["result"]["variant"] = variant
     folder = write_run(out, runs_dir)
     if export:
         from cfrh_train.search import IndexSpec, export_index
@@ -197,7 +210,7 @@ def versions() -> dict:
 
 def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, eval_s, history) -> dict:
     split = data.attrs.get("split", {})
-    strip = lambda m: {d: {k: v for k, v in m[d].items() if k != "pr_curve"} for d in ("i2t", "t2i")}
+    strip = lambda m: {d: {k: v for k, v in m[d].items() if k not in ("pr_curve", "per_query")} for d in ("i2t", "t2i")}
     encoder_attrs = data.attrs.get("encoders", {}).get(data.encoder, {})
     return {
         "method": config["method"], "dataset": data.dataset, "bits": config["bits"], "seed": config["seed"],
@@ -222,18 +235,22 @@ def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, 
     }
 
 
-def run_dir(runs_dir: str | Path, dataset: str, config: dict) -> Path:
+def run_dir(runs_dir: str | Path, dataset: str, config: dict, variant: dict | None = None) -> Path:
     """``runs/<dataset>/<method>/<bits>bit/seed<seed>/``; a run on a named encoder (a cache with
-    several backbones) gets ``seed<seed>-<encoder>`` so that backbones never overwrite each other."""
+    several backbones) gets ``seed<seed>-<encoder>`` so that backbones never overwrite each other,
+    a tuned run ``…-tuned<N>`` beside the default one."""
     seed = f"seed{config['seed']}" + (f"-{config['encoder']}" if config.get("encoder") else "")
+    seed += f"-tuned{variant['tuned']['trials']}" if variant and "tuned" in variant else ""
     return Path(runs_dir) / dataset / config["method"] / f"{config['bits']}bit" / seed
 
 
 def write_run(out: dict, runs_dir: str | Path) -> Path:
     """The run folder of the contract: codes.npz, pr_curve.json/png, and result.json written last."""
     result, codes = out["result"], out["codes"]
-    folder = run_dir(runs_dir, result["dataset"], result["config"])
+    folder = run_dir(runs_dir, result["dataset"], result["config"], result.get("variant"))
     atomic_write(folder / "codes.npz", lambda tmp: np.savez_compressed(open(tmp, "wb"), **codes))
+    if out.get("per_query"):  # per-query AP of the test queries: the table's paired significance tests
+        atomic_write(folder / "per_query.npz", lambda tmp: np.savez_compressed(open(tmp, "wb"), **out["per_query"]))
     curves = out.get("pr_curve")
     if curves:
         atomic_write_json(folder / "pr_curve.json", curves)

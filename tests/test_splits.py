@@ -53,7 +53,7 @@ def test_ucch_last_rows(dataset, n_query):
     labels = mir_labels(n=20015, c=10)
     split = make_split(labels, dataset, "ucch", seed=0, reference_n=20015)
     np.testing.assert_array_equal(split.query, np.arange(20015 - n_query, 20015))
-    np.testing.assert_array_equal(split.train, split.database)
+    np.testing.assert_array_equal(split.train, np.setdiff1d(split.database, split.val))  # val held out
     check_rules(split, 20015)
 
 
@@ -69,9 +69,22 @@ def test_scaled_down_and_says_so():
 def test_fixed_splits():
     labels = np.eye(10, dtype=np.uint8)[np.arange(30) % 10]
     wiki = make_split(labels, "wiki", "djsrh", 0, {"query": np.arange(20, 30), "database": np.arange(20)}, 30)
-    np.testing.assert_array_equal(wiki.train, np.arange(20))
+    np.testing.assert_array_equal(wiki.train, np.setdiff1d(np.arange(20), wiki.val))  # train = database − val
     np.testing.assert_array_equal(wiki.query, np.arange(20, 30))
     check_rules(wiki, 30)
     coco = make_split(mir_labels(n=12000, c=5), "coco", "djsrh", 0,
                       {"query": np.arange(1000), "database": np.arange(1000, 12000)}, 12000)
     assert coco.sizes()["train"] == 10000 and np.isin(coco.train, coco.database).all()
+
+
+def test_validation_rows_are_held_out_where_train_is_the_database():
+    labels = np.eye(4, dtype=np.uint8)[np.arange(400) % 4]
+    held = make_split(labels, "mirflickr", "ucch", 0, reference_n=20015)
+    assert held.val_holdout and not np.intersect1d(held.val, held.train).size
+    np.testing.assert_array_equal(np.union1d(held.train, held.val), held.database)
+    kept = make_split(labels, "mirflickr", "ucch", 0, reference_n=20015, val_holdout=False)
+    np.testing.assert_array_equal(kept.train, kept.database)
+    assert not kept.val_holdout
+    assert held.describe()["val_in_train"] is False and kept.describe()["val_in_train"] is True
+    djsrh = make_split(labels, "mirflickr", "djsrh", 0, reference_n=20015)
+    assert not djsrh.val_holdout and not np.intersect1d(djsrh.val, djsrh.train).size  # disjoint anyway

@@ -147,7 +147,8 @@ def test_trains_what_is_missing_then_reuses(synth_cache, tmp_path):
     values = [r["metrics"]["t2i"]["map@all"] for r in lsh]
     block = section(md, "### mAP@all · synth", "##")
     row = next(line for line in block.splitlines() if line.startswith("| lsh (2 seeds)"))
-    assert row.split("|")[-2].strip().strip("*") == f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+    cell = row.split("|")[-2].strip().removesuffix(" †").strip("*")  # † where its gap to the best is not significant
+    assert cell == f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
     assert "randomly initialised encoder" in md
 
 

@@ -70,9 +70,12 @@ class CFRH(Method):
             s = fused(img, txt, c["beta"], c["gamma"], c["eta"], c["mu"], c["affinity_map"], c["joint"])
         code_i, rec_i = self.image(img)
         code_t, rec_t = self.text(txt)
-        target_t = txt.clamp(max=1.0) if self.bow else F.normalize(txt, dim=1)
+        if not self.bow:
+            target_t = F.normalize(txt, dim=1)
+        else:  # binarised words (the lineage), or the counts scaled to [0, 1]
+            target_t = txt.clamp(max=1.0) if c["bow_target"] == "binary" else txt / txt.amax(1, keepdim=True).clamp(min=1)
         return cfrh_loss(code_i, code_t, s, rec_i, F.normalize(img, dim=1), rec_t, target_t,
-                         c["delta"], c["phi"], c["lam"])
+                         c["delta"], c["phi"], c["lam"], c["w_cross"], c["w_pair"])
 
     @torch.no_grad()
     def encode(self, img: torch.Tensor | None = None, txt: torch.Tensor | None = None):

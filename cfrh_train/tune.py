@@ -1,0 +1,199 @@
+"""``cfrh-tune``: every method tuned with the same budget, on the validation split only.
+
+A study (Optuna: TPE sampler, median pruning on the validation mAP the training loop reports
+every ``eval_every`` epochs) lives in ``RUNS/tune/<dataset>/<method>/<bits>bit/study.db``
+(SQLite; any Optuna storage URL works, e.g. PostgreSQL for a cluster). Its first trial is the
+untouched default config, so the default's validation score is measured in the same study.
+The objective is the validation mAP@k (mean of both directions) and nothing else: trials never
+score the test queries. When the budget is spent, the chosen config is trained once more and
+its test queries scored once; that and the study's record go to ``summary.json``, the config to
+``best.json`` (a file ``cfrh-train --config`` takes as it is). Search spaces are data:
+``configs/search/<method>.json`` (or ``--space FILE``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from cfrh.errors import ConfigError
+from cfrh.fsio import atomic_write_json
+
+SEARCH = Path(__file__).parent / "configs" / "search"
+log = logging.getLogger(__name__)
+
+
+def search_space(method: str, path: str | Path | None = None) -> dict:
+    """The method's space: name → {type: float|int|categorical, low, high, log, step, choices}."""
+    from cfrh_train.config import defaults
+    path = Path(path) if path else SEARCH / f"{method}.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no search space for method {method!r}; write one (see configs/search/)")
+    space = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    known = defaults(method)
+    for key, spec in space.items():
+        if key not in known:
+            raise ConfigError(f"{path}: {key!r} is not a key of method {method!r}")
+        if spec.get("type") not in ("float", "int", "categorical"):
+            raise ConfigError(f"{path}: {key!r} needs type float, int or categorical")
+    return space
+
+
+def suggest(trial, space: dict) -> dict:
+    """One point of the space, as config overrides."""
+    out = {}
+    for key, spec in space.items():
+        if spec["type"] == "float":
+            out[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False))
+        elif spec["type"] == "int":
+            out[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1))
+        else:
+            choices = [json.dumps(c) if isinstance(c, list) else c for c in spec["choices"]]
+            picked = trial.suggest_categorical(key, choices)
+            out[key] = json.loads(picked) if isinstance(picked, str) and picked.startswith("[") else picked
+    return out
+
+
+def study_dir(runs_dir: str | Path, dataset: str, method: str, bits: int) -> Path:
+    return Path(runs_dir) / "tune" / dataset / method / f"{bits}bit"
+
+
+def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Path = "cache",
+         runs_dir: str | Path = "runs", seed: int = 0, device: str = "cpu", timeout: float | None = None,
+         jobs: int = 1, space_file: str | Path | None = None, storage: str | None = None,
+         progress: bool = False) -> dict:
+    """Run (or resume) the study until it holds ``trials`` finished trials; returns the summary."""
+    import optuna
+
+    from cfrh_train.config import load
+    if trials < 1 or jobs < 1:
+        raise ConfigError(f"--trials {trials} --jobs {jobs}: expected positive numbers")
+    folder = study_dir(runs_dir, dataset, method, bits)
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    base = load(dataset, None, {"method": method, "bits": bits, "seed": seed, "device": device})
+    space = search_space(method, space_file)
+    name = f"{dataset}-{method}-{bits}bit-seed{seed}"
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
+    if not study.trials:  # trial 0: the untouched default config (it may lie outside the space)
+        study.enqueue_trial({}, user_attrs={"default": True})
+    t0 = time.perf_counter()
+    if jobs == 1:
+        _optimize(storage, name, dataset, cache_dir, base, space, trials, timeout, seed, threads=None)
+    else:
+        import multiprocessing as mp
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        ctx = mp.get_context("spawn")
+        workers = [ctx.Process(target=_optimize, args=(storage, name, dataset, str(cache_dir), base, space, trials,
+                                                        timeout, seed + 1 + j, threads)) for j in range(jobs)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    study = optuna.load_study(study_name=name, storage=storage)
+    return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, time.perf_counter() - t0)
+
+
+def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, space: dict, trials: int,
+              timeout: float | None, seed: int, threads: int | None) -> None:
+    """One worker: trials until the study holds ``trials`` finished ones (the cache loaded once)."""
+    import optuna
+    import torch
+
+    from cfrh_train.config import merge
+    from cfrh_train.data import load_cache
+    from cfrh_train.train import train
+    if threads:
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=storage,
+                              sampler=optuna.samplers.TPESampler(seed=seed),
+                              pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
+    data = load_cache(cache_dir, dataset, base["encoder"], base["text"])
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+    def objective(trial) -> float:
+        config = base if trial.user_attrs.get("default") else merge(base, suggest(trial, space), "search space")
+
+        def report(epoch: int, score: float) -> None:
+            trial.report(score, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        out = train(config, cache_dir, dataset, progress=False, data=data, on_validation=report, test=False)
+        trial.set_user_attr("epoch", out["selection"]["epoch"])
+        trial.set_user_attr("train_s", out["timing"]["train_s"])
+        return out["selection"]["val_map"]
+
+    left = trials - len([t for t in study.trials if t.state in done])
+    if left > 0:
+        study.optimize(objective, n_trials=left, timeout=timeout,
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)])
+
+
+def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir, base: dict, space: dict,
+            trials: int, wall_s: float) -> dict:
+    """best.json, plots, and the test queries of the chosen config scored once (summary.json)."""
+    import optuna
+
+    from cfrh_train.config import merge
+    from cfrh_train.train import train
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise ConfigError(f"{folder}: no trial finished (all pruned or failed); give more --trials or --timeout")
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    default = next((t for t in study.trials if t.user_attrs.get("default")), None)
+    params = {k: v for k, v in merge(base, _decoded(best.params, space), "best trial").items() if k in space}
+    atomic_write_json(folder / "best.json", {"method": method, **params})
+    summary_path = folder / "summary.json"
+    previous = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if previous.get("best_trial") == best.number and previous.get("test_metrics"):
+        test_metrics = previous["test_metrics"]  # scored once already, for this very config
+    else:
+        final = train(merge(base, params, "best.json"), cache_dir, dataset, progress=False)
+        test_metrics = final["result"]["metrics"]
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    summary = {"dataset": dataset, "method": method, "bits": bits, "seed": base["seed"], "trials": len(finished),
+               "budget": trials, "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in finished),
+               "best_trial": best.number, "best_val_map": best.value, "best_params": params,
+               "default_val_map": default.value if default is not None and default.value is not None else None,
+               "objective": f"validation mAP@{base['topk']} (mean of I→T and T→I), validation split only",
+               "test_metrics": test_metrics, "test_scored": "once, for the chosen config",
+               "trials_per_hour": round(3600 * len(finished) / max(wall_s, 1e-9), 1) if wall_s > 1 else None,
+               "space": space, "storage": str(study._storage.url) if hasattr(study._storage, "url") else None}
+    atomic_write_json(summary_path, summary)
+    _plots(study, folder)
+    return summary
+
+
+def _decoded(params: dict, space: dict) -> dict:
+    return {k: json.loads(v) if space.get(k, {}).get("type") == "categorical" and isinstance(v, str)
+            and v.startswith("[") else v for k, v in params.items()}
+
+
+def _plots(study, folder: Path) -> None:
+    """Optuna's own matplotlib figures: the optimisation history and the parameter importances."""
+    import warnings
+
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    from cfrh_train.plots import _pyplot
+    plt = _pyplot()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+        ax = ovm.plot_optimization_history(study)
+        ax.figure.savefig(folder / "history.png", dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        if len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) > 2:
+            try:
+                ax = ovm.plot_param_importances(
+                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+                ax.figure.savefig(folder / "importance.png", dpi=100, bbox_inches="tight")
+                plt.close(ax.figure)
+            except (RuntimeError, ValueError) as exc:  # too few distinct values to rank parameters
+                log.warning("no parameter-importance plot: %s", exc)

@@ -1,0 +1,162 @@
+"""Tuning on validation with the same budget (issue #19): a study beats the default, never
+scores the test queries, resumes after a kill, and its best config is a config file."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("optuna")
+
+from cfrh_train.config import load  # noqa: E402
+
+
+def tiny_space(tmp_path):
+    space = {"lr_img": {"type": "float", "low": 0.001, "high": 0.05, "log": True},
+             "lr_txt": {"type": "float", "low": 0.001, "high": 0.05, "log": True},
+             "beta": {"type": "float", "low": 0.0, "high": 1.0},
+             "gamma": {"type": "float", "low": 0.0, "high": 1.0},
+             "hidden": {"type": "categorical", "choices": [32, 64]}}
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(space))
+    return path
+
+
+@pytest.fixture
+def counting_queries(monkeypatch, synth_cache):
+    """Every retrieval whose queries are the test queries, counted."""
+    from cfrh_cache.store import Cache
+    from cfrh_train import train as train_module
+    test_rows = Cache.open(synth_cache).read("split/query")
+    calls = []
+    original = train_module.retrieval
+
+    def retrieval(method, data, queries, database, *args, **kwargs):
+        if len(queries) == len(test_rows) and np.array_equal(queries, test_rows):
+            calls.append(len(queries))
+        return original(method, data, queries, database, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "retrieval", retrieval)
+    return calls
+
+
+def test_a_study_beats_the_default_on_validation_and_scores_the_test_queries_once(synth_cache, tmp_path,
+                                                                                   counting_queries):
+    from cfrh_train.train import train
+    from cfrh_train.tune import tune
+    summary = tune("synth", "cfrh", 16, 6, synth_cache.parent, tmp_path / "runs", seed=0,
+                   space_file=tiny_space(tmp_path))
+    assert summary["trials"] == 6 and summary["budget"] == 6
+    assert summary["best_val_map"] >= summary["default_val_map"] and summary["default_val_map"] is not None
+    assert len(counting_queries) <= 2  # the chosen config's one evaluation (and its last-epoch figures)
+    folder = tmp_path / "runs" / "tune" / "synth" / "cfrh" / "16bit"
+    assert {p.name for p in folder.iterdir()} >= {"study.db", "best.json", "summary.json", "history.png"}
+    best = load("synth", folder / "best.json", {"bits": 16, "device": "cpu"})  # cfrh-train --config takes it as is
+    assert best["lr_img"] == summary["best_params"]["lr_img"] and best["method"] == "cfrh"
+    again = train(best, synth_cache.parent, "synth", progress=False)
+    assert again["result"]["selection"]["val_map"] == pytest.approx(summary["best_val_map"])
+
+
+def test_a_killed_study_resumes_with_its_finished_trials(synth_cache, tmp_path, monkeypatch):
+    import optuna
+
+    from cfrh_train import tune as tune_module
+    space = tiny_space(tmp_path)
+    original = tune_module._finish
+    monkeypatch.setattr(tune_module, "_finish", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # as if killed after its trials, before the summary
+        tune_module.tune("synth", "cfrh", 8, 3, synth_cache.parent, tmp_path / "runs", space_file=space)
+    monkeypatch.setattr(tune_module, "_finish", original)
+    storage = f"sqlite:///{tmp_path / 'runs' / 'tune' / 'synth' / 'cfrh' / '8bit' / 'study.db'}"
+    before = [t.params for t in optuna.load_study(study_name="synth-cfrh-8bit-seed0", storage=storage).trials]
+    assert len(before) == 3
+    summary = tune_module.tune("synth", "cfrh", 8, 5, synth_cache.parent, tmp_path / "runs", space_file=space)
+    after = optuna.load_study(study_name="synth-cfrh-8bit-seed0", storage=storage)
+    assert summary["trials"] == 5 and len(after.trials) == 5  # two new trials, the first three kept
+    assert [t.params for t in after.trials[:3]] == before
+
+
+def test_search_spaces_are_data_and_checked(tmp_path):
+    from cfrh.errors import ConfigError
+    from cfrh_train.methods import METHODS
+    from cfrh_train.tune import search_space
+    for method in METHODS:
+        if method not in ("lsh", "random"):
+            assert search_space(method)  # every learned method has one, with keys it knows
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"nope": {"type": "float", "low": 0, "high": 1}}))
+    with pytest.raises(ConfigError, match="'nope' is not a key of method 'cfrh'"):
+        search_space("cfrh", bad)
+
+
+def ref_wilcoxon_exact(diff: np.ndarray) -> float:
+    """Two-sided exact Wilcoxon signed-rank p by enumerating every sign assignment (no ties, no zeros)."""
+    import itertools
+    ranks = np.argsort(np.argsort(np.abs(diff))) + 1
+    observed = ranks[diff > 0].sum()
+    total = ranks.sum()
+    stats = np.array([sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(diff))])
+    extreme = min(observed, total - observed)
+    return float(np.mean((stats <= extreme) | (stats >= total - extreme)))
+
+
+def test_significance_against_an_enumeration_of_sign_flips():
+    from cfrh_train.table import paired_p
+    best = [np.array([0.9, 0.8, 0.75, 0.6, 0.95]), np.array([0.7, 0.66, 0.81, 0.5, 0.9])]
+    other = [np.array([0.5, 0.81, 0.55, 0.52, 0.7]), np.array([0.61, 0.62, 0.78, 0.45, 0.71])]  # |diffs| distinct
+    diff = np.concatenate(best) - np.concatenate(other)
+    assert paired_p(best, other) == pytest.approx(ref_wilcoxon_exact(diff), abs=1e-12)
+    assert paired_p([np.ones(4)], [np.ones(4)]) is None  # nothing to test
+
+
+def test_table_marks_a_lead_that_is_not_significant(tmp_path):
+    """Two methods whose per-query APs barely differ: the runner-up is marked †; a clear loser is not."""
+    from test_table import fake_run
+
+    from cfrh_train.table import make_table
+    rng = np.random.default_rng(0)
+    base = rng.random(40)
+    magnitudes = np.linspace(0.001, 0.02, 20)
+    wobble = rng.permutation(np.concatenate([magnitudes, -magnitudes])) + 1e-6  # no systematic lead
+    for method, ap in (("cfrh", base + wobble), ("jdsh", base), ("lsh", base - 0.3)):
+        for seed in (0, 1):
+            folder = fake_run(tmp_path / "runs", "mirflickr", method, 16, seed, {"i2t": ap.mean(), "t2i": ap.mean()},
+                              {"i2t": 0.5, "t2i": 0.5})
+            np.savez(folder / "per_query.npz", **{"i2t_ap@50": ap, "t2i_ap@50": ap, "query_index": np.arange(40)})
+    md = make_table(tmp_path / "runs")["markdown"].read_text()
+    block = md.split("## mAP@50", 1)[1].split("## mAP@all", 1)[0]
+    rows = {line.split("|")[1].strip().split(" (")[0]: line for line in block.splitlines() if line.startswith("| ")
+            and "seeds" in line and "mAP" not in line}
+    marked = [m for m in ("cfrh", "jdsh") if "†" in rows[m]]
+    assert len(marked) == 1 and "**" in rows[{"cfrh": "jdsh", "jdsh": "cfrh"}[marked[0]]]  # the best is bold, unmarked
+    assert "†" not in rows["lsh"]
+    assert "Wilcoxon signed-rank" in md
+
+
+def test_tuned_rows_stand_beside_default_rows_and_name_their_budget(synth_cache, tmp_path):
+    from cfrh_train.table import ensure_runs, make_table
+    counts = ensure_runs(["synth"], ["cfrh", "lsh"], [8], [0], synth_cache.parent, tmp_path / "runs", "cpu", False,
+                         log=lambda m: None, tuned=3)
+    assert counts == {"trained": 3, "reused": 0}  # cfrh default, cfrh tuned, lsh (nothing to tune)
+    out = make_table(tmp_path / "runs")
+    block = next(b for b in out["blocks"] if b.metric == "map@50")
+    labels = [r.label for r in block.rows if not r.published]
+    assert labels == ["cfrh · default", "cfrh · tuned (3 trials)", "lsh · default"]
+    assert "exactly 3 trials" in block.budget and "exactly 3 trials" in out["markdown"].read_text()
+    again = ensure_runs(["synth"], ["cfrh", "lsh"], [8], [0], synth_cache.parent, tmp_path / "runs", "cpu", False,
+                        log=lambda m: None, tuned=3)
+    assert again == {"trained": 0, "reused": 3}  # the study is complete, its runs reused
+
+
+def test_ablation_table_of_cfrh_on_validation(synth_cache, tmp_path, counting_queries):
+    from cfrh_train.ablation import VARIANTS, ablate
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps({"method": "cfrh", "epochs": 2, "eval_every": 1, "hidden": 32}))
+    report = ablate("synth", 8, [0, 1], synth_cache.parent, tmp_path / "runs", config)
+    names = list(report["rows"])
+    assert names[0] == "full model" and "− text centring (dense text)" not in names  # a BoW cache
+    assert set(names) <= set(VARIANTS) and len(names) == len(VARIANTS) - 1
+    full = report["rows"]["full model"]
+    assert full["delta"] == 0 and set(full["per_seed"]) == {0, 1}
+    assert not counting_queries  # validation only: the test queries are never scored
+    assert "| − cross-modal term |" in (tmp_path / "runs" / "ablation" / "synth" / "cfrh" / "8bit" / "ablation.md").read_text()
