@@ -45,18 +45,21 @@ def train_command(
     shards: Annotated[int, typer.Option(min=1, help="with --export: split the index in N shards, searched and merged")] = 1,
 ) -> None:
     """Train on cached features, select on validation, evaluate the queries once, write the run folder."""
+    from cfrh_train import ann
     from cfrh_train.results import read_result
+    from cfrh_train.search import IndexSpec
     from cfrh_train.train import run
     overrides = parse_set(set_)
     for key, value in (("bits", bits), ("method", method and method.value), ("seed", seed), ("epochs", epochs),
                        ("encoder", encoder), ("text", None if text == "bow" else text), ("device", device)):
         if value is not None:
             overrides[key] = value
-    from cfrh_train.search import IndexSpec
-    params = parse_set(index_param)
-    bad = [k for k, v in params.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    params = parse_set(index_param)  # checked before training, not after it
+    known = ann.defaults(index.value, 1, 64)
+    bad = [k for k, v in params.items() if k not in known or not isinstance(v, int) or isinstance(v, bool) or v < 1]
     if bad:
-        raise ConfigError(f"--index-param {bad[0]}={params[bad[0]]!r}: expected a positive integer")
+        raise ConfigError(f"--index-param {bad[0]}={params[bad[0]]!r}: expected a positive integer parameter of "
+                          f"--index {index.value} ({', '.join(known) or 'it has none'})")
     spec = IndexSpec(index.value, params, shards)
     folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress, export=export,
                  index=spec)

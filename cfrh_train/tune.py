@@ -26,6 +26,10 @@ SEARCH = Path(__file__).parent / "configs" / "search"
 log = logging.getLogger(__name__)
 
 
+class BudgetSpent(Exception):
+    """A worker's trial that would go past the budget (parallel workers): dropped, not counted."""
+
+
 def search_space(method: str, path: str | Path | None = None) -> dict:
     """The method's space: name → {type: float|int|categorical, low, high, log, step, choices}."""
     from cfrh_train.config import defaults
@@ -118,6 +122,11 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
     def objective(trial) -> float:
+        ahead = [t for t in study.get_trials(deepcopy=False)
+                 if t.number < trial.number and t.state in (*done, optuna.trial.TrialState.RUNNING)]
+        if len(ahead) >= trials:  # other workers hold the rest of the budget
+            study.stop()
+            raise BudgetSpent
         config = base if trial.user_attrs.get("default") else merge(base, suggest(trial, space), "search space")
 
         def report(epoch: int, score: float) -> None:
@@ -131,7 +140,7 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
 
     left = trials - len([t for t in study.trials if t.state in done])
     if left > 0:
-        study.optimize(objective, n_trials=left, timeout=timeout,
+        study.optimize(objective, n_trials=left, timeout=timeout, catch=(BudgetSpent,),
                        callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)])
 
 

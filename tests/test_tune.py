@@ -160,3 +160,10 @@ def test_ablation_table_of_cfrh_on_validation(synth_cache, tmp_path, counting_qu
     assert full["delta"] == 0 and set(full["per_seed"]) == {0, 1}
     assert not counting_queries  # validation only: the test queries are never scored
     assert "| − cross-modal term |" in (tmp_path / "runs" / "ablation" / "synth" / "cfrh" / "8bit" / "ablation.md").read_text()
+
+
+def test_parallel_workers_share_one_study_and_keep_its_budget(synth_cache, tmp_path):
+    from cfrh_train.tune import tune
+    summary = tune("synth", "cfrh", 8, 3, synth_cache.parent, tmp_path / "runs", jobs=2,
+                   space_file=tiny_space(tmp_path))
+    assert summary["trials"] == 3 and summary["budget"] == 3
