@@ -117,8 +117,8 @@ def table_command(
     examples_seed: Annotated[int, typer.Option(min=0, help="seed that chooses the example queries")] = 0,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Train what is missing (reusing finished runs with the same config), then write runs/table.md,
-    runs/table.tex and runs/figures/, and print the table."""
+    """Train what is missing (a finished run is reused only when made from the same inputs), then write
+    runs/table.md, runs/table.tex and runs/figures/, and print the table."""
     from cfrh_train.table import PUBLISHED, cached_datasets, ensure_runs, make_table, rich_tables
     if train:
         names = _words(datasets) or cached_datasets(cache_dir)

@@ -119,7 +119,7 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
             if tuned and (Path(__file__).parent / "configs" / "search" / f"{method}.json").is_file():
                 from cfrh_train.tune import study_dir, tune
                 log(f"tuning {method} on {dataset}, {b} bits: a study of {tuned} trials (resumed where it stopped)")
-                tune(dataset, method, b, tuned, cache_dir, runs_dir, device="cpu" if device == "auto" else device)
+                tune(dataset, method, b, tuned, cache_dir, runs_dir, device=device)
                 best = study_dir(runs_dir, dataset, method, b) / "best.json"
                 variants.append((best, {"tuned": {"trials": tuned, "study": str(best.parent)}}))
             for (config_file, variant), seed in product(variants, seeds):
