@@ -168,6 +168,13 @@ class Cache:
         stops = offsets.get_orthogonal_selection((rows + 1,))
         return [data[int(a):int(b)].tobytes().decode("utf-8") if b > a else "" for a, b in zip(starts, stops)]
 
+    def row_image(self, row: int):
+        """The image of a row as stage 1 saw it: its file, or its row of the image array (None where
+        neither can be read any more: a moved dataset, precomputed features)."""
+        from cfrh.thumbnails import row_image
+        path = self.read_strings("meta/image_path", [row])[0] if self.has("meta/image_path/offsets") else None
+        return row_image(self.attrs.get("images", {}), self.attrs.get("root"), row, path)
+
     def split(self) -> dict[str, np.ndarray]:
         return {k: self.read(f"split/{k}") for k in ("query", "database", "train", "val")}
 

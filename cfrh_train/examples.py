@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cfrh.codes import pack_codes
-from cfrh.thumbnails import row_image, thumbnail
+from cfrh.thumbnails import thumbnail
 from cfrh_cache.store import Cache
 from cfrh_train.pages import FRAME, relevance
 from cfrh_train.plots import _pyplot, arrow
@@ -60,8 +60,7 @@ def _text_of(cache: Cache, row: int) -> str:
 
 
 def _image_of(cache: Cache, row: int):
-    path = cache.read_strings("meta/image_path", [row])[0] if cache.has("meta/image_path/offsets") else None
-    return thumbnail(row_image(cache.attrs.get("images", {}), cache.attrs.get("root"), row, path))
+    return thumbnail(cache.row_image(row))
 
 
 def draw(data: list[dict], cache: Cache, direction: str, title: str, path: Path) -> list[Path]:

@@ -288,12 +288,8 @@ class Index:
     def thumbnail(self, row: int | None = None, file: str | Path | None = None) -> str:
         """A cache row's image (or an image file) as an embedded JPEG thumbnail (``data:`` URI)."""
         from cfrh.images import open_rgb
-        from cfrh.thumbnails import data_uri, row_image, thumbnail
-        if file is not None:
-            return data_uri(thumbnail(open_rgb(file)))
-        cache = self.cache()
-        path = cache.read_strings("meta/image_path", [row])[0] if cache.has("meta/image_path/offsets") else None
-        return data_uri(thumbnail(row_image(cache.attrs.get("images", {}), cache.attrs.get("root"), row, path)))
+        from cfrh.thumbnails import data_uri, thumbnail
+        return data_uri(thumbnail(open_rgb(file) if file is not None else self.cache().row_image(row)))
 
     def describe(self, rows: list[int]) -> list[dict]:
         """What a person wants to see of each hit: labels, the text's words, the image's path or place."""
