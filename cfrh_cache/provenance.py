@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cfrh.diffs import first_difference
 from cfrh.errors import CacheError
 from cfrh.fsio import sha256_file
 from cfrh.images import DECODE
@@ -59,21 +60,6 @@ def arrays_of(key: str) -> tuple[str, ...]:
     return ARRAYS_OF.get(key, (key,))
 
 
-def describe_change(old: dict | None, new: dict, prefix: str = "") -> str:
-    """The first difference between two provenance records, in words."""
-    if old is None:
-        return "it was made by an older cfrh that did not record its inputs"
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            return describe_change(a, b, f"{prefix}{key} ")
-        short = lambda v: (v[:12] + "…") if isinstance(v, str) and len(v) == 64 else v
-        return f"{prefix}{key}: {short(a)} then, {short(b)} now"
-    return "its inputs differ"
-
-
 def review(cache: Cache, wanted: dict[str, dict]) -> tuple[list[str], list[str]]:
     """The complete arrays that were made from these inputs, and why the others were not. Other
     encoders' features count as valid while made from the same images. The raw texts and image
@@ -91,15 +77,15 @@ def review(cache: Cache, wanted: dict[str, dict]) -> tuple[list[str], list[str]]
                 cache.array(name).attrs.update({"made_from": record})  # provenance only; the data is untouched
         if key is not None:
             ok = record == wanted[key] or (key == "split" and only_protocol_changed(record, wanted[key]))
-            why = describe_change(record, wanted[key])
+            why = first_difference(record, wanted[key])
         elif name.startswith("image/") and record is not None and "imported" in record:
             continue  # features imported beside the cache's own: their own files are their provenance
         elif name.startswith("image/"):
             ok = record is not None and record.get("images") == images
-            why = describe_change(None if record is None else record.get("images"), images, "images ")
+            why = first_difference(None if record is None else record.get("images"), images, "images ")
         elif name.startswith("text/"):  # another text encoder's features: valid while the texts are the same
             ok = record is not None and record.get("texts") == wanted["raw"]["texts"]
-            why = describe_change(None if record is None else record.get("texts"), wanted["raw"]["texts"], "texts ")
+            why = first_difference(None if record is None else record.get("texts"), wanted["raw"]["texts"], "texts ")
         else:
             continue
         (valid if ok else stale).append(name if ok else f"{name} was made from other inputs ({why})")

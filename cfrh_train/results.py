@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cfrh.diffs import first_difference
 from cfrh.errors import CacheError
 from cfrh.fsio import atomic_write_json
 
@@ -52,14 +53,4 @@ def same_inputs(folder: str | Path, wanted: dict) -> tuple[bool, str]:
         return False, str(exc)
     if result.get("inputs") == wanted:
         return True, ""
-    return False, f"{folder}: " + describe_difference(result.get("inputs") or {}, wanted)
-
-
-def describe_difference(old: dict, new: dict, prefix: str = "") -> str:
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if a != b:
-            if isinstance(a, dict) and isinstance(b, dict):
-                return describe_difference(a, b, f"{prefix}{key}.")
-            return f"{prefix}{key} was {a!r}, now {b!r}"
-    return "same inputs"
+    return False, f"{folder}: " + first_difference(result.get("inputs") or {}, wanted)

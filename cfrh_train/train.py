@@ -73,9 +73,9 @@ class Checkpoint:
             return None
         state = torch.load(self.path, map_location=device, weights_only=False)
         if state.get("inputs") != self.wanted:
-            from cfrh_train.results import describe_difference
+            from cfrh.diffs import first_difference
             log.warning("%s: not resumed, it was made from other inputs (%s)", self.path,
-                        describe_difference(state.get("inputs") or {}, self.wanted))
+                        first_difference(state.get("inputs") or {}, self.wanted))
             return None
         return state
 
