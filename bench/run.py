@@ -156,11 +156,9 @@ def bench_ann(sizes=(1_000_000, 10_000_000), bits=64, n_query=500, k=50, centres
         del flat
         for kind, variants in settings.items():
             params = ann.defaults(kind, n, bits)
-            tracemalloc.start()
             t = time.perf_counter()
             index = ann.build(words, kind, params)
             build_s = time.perf_counter() - t
-            tracemalloc.stop()
             for variant in variants:
                 ann.configure(index, kind, {**params, **variant})
                 t = time.perf_counter()

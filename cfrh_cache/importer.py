@@ -159,8 +159,8 @@ def as_label_matrix(loaded: Loaded, n: int) -> np.ndarray:
 def as_rows(loaded: Loaded, n: int) -> np.ndarray:
     """Row numbers of a split file: 0-based (1-based for .mat files) or a 0/1 mask of n rows."""
     values = np.asarray(loaded.values).ravel()
-    if values.size == n and np.isin(values, (0, 1)).all() and values.dtype.kind in "bu" or (
-            values.dtype == bool):
+    mask = values.dtype == bool or (values.size == n and values.dtype.kind == "u" and np.isin(values, (0, 1)).all())
+    if mask:
         return np.flatnonzero(values).astype(np.int64)
     if not np.all(values == np.round(values)):
         raise DataError(f"{loaded.where}: expected row numbers (integers) or a 0/1 mask of {n} rows")

@@ -96,10 +96,9 @@ def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cach
     between the phases of a multi-process run so rank 0 alone writes the shared arrays.
     """
     opts = options or FeatureOptions()
-    with disk_errors(Path(cache_dir) / dataset):
-        source = read_dataset(dataset, root, opts.image_layout)
-        return build_source(source, dataset, root, cache_dir, opts, rank=rank, ranks=ranks, barrier=barrier,
-                            max_chunks=max_chunks)
+    source = read_dataset(dataset, root, opts.image_layout)  # reading: its own errors, not the disk's
+    return build_source(source, dataset, root, cache_dir, opts, rank=rank, ranks=ranks, barrier=barrier,
+                        max_chunks=max_chunks)
 
 
 def image_mapper(source: Source, opts: FeatureOptions) -> Encoder | Precomputed:

@@ -32,6 +32,17 @@ def defaults(kind: str, n: int, bits: int) -> dict:
     return {}
 
 
+def check_params(kind: str, params: dict) -> None:
+    """Every parameter a positive integer the kind has (before any training or building)."""
+    if kind not in KINDS:
+        raise ConfigError(f"--index {kind!r}: expected one of {', '.join(KINDS)}")
+    known = defaults(kind, 1, 64)
+    bad = [k for k, v in params.items() if k not in known or not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    if bad:
+        raise ConfigError(f"--index-param {bad[0]}={params[bad[0]]!r}: expected a positive integer parameter of "
+                          f"--index {kind} ({', '.join(known) or 'it has none'})")
+
+
 def _faiss():
     try:
         import faiss

@@ -54,12 +54,8 @@ def train_command(
                        ("encoder", encoder), ("text", None if text == "bow" else text), ("device", device)):
         if value is not None:
             overrides[key] = value
-    params = parse_set(index_param)  # checked before training, not after it
-    known = ann.defaults(index.value, 1, 64)
-    bad = [k for k, v in params.items() if k not in known or not isinstance(v, int) or isinstance(v, bool) or v < 1]
-    if bad:
-        raise ConfigError(f"--index-param {bad[0]}={params[bad[0]]!r}: expected a positive integer parameter of "
-                          f"--index {index.value} ({', '.join(known) or 'it has none'})")
+    params = parse_set(index_param)
+    ann.check_params(index.value, params)  # before training, not after it
     spec = IndexSpec(index.value, params, shards)
     folder = run(load(dataset, config, overrides), cache_dir, dataset, runs_dir, progress=progress, export=export,
                  index=spec)

@@ -71,15 +71,11 @@ def export_index(out: dict, cache_dir: str | Path, dataset: str, folder: str | P
     atomic_write(folder / "codes.npz", lambda tmp: np.savez(open(tmp, "wb"), **packed,
                                                             rows=np.asarray(codes["database_index"], np.int64)))
     n, bits = len(codes["database_index"]), int(result["bits"])
-    if spec.kind not in ann.KINDS or spec.shards < 1 or spec.shards > n:
-        raise ConfigError(f"--index {spec.kind} --shards {spec.shards}: expected one of {', '.join(ann.KINDS)} and "
-                          f"1..{n} shards")
+    ann.check_params(spec.kind, spec.params or {})
+    if not 1 <= spec.shards <= n:
+        raise ConfigError(f"--shards {spec.shards}: expected 1..{n} (one shard per database row at most)")
     bounds = ann.shard_bounds(n, spec.shards)
     params = {**ann.defaults(spec.kind, max(1, n // spec.shards), bits), **(spec.params or {})}
-    unknown = set(spec.params or {}) - set(ann.defaults(spec.kind, n, bits))
-    if unknown:
-        raise ConfigError(f"--index-param {', '.join(sorted(unknown))}: not a parameter of --index {spec.kind} "
-                          f"(it has: {', '.join(ann.defaults(spec.kind, n, bits)) or 'none'})")
     if spec.kind != "exact":
         for m in MODALITIES:
             for i, (a, b) in enumerate(bounds):
@@ -88,7 +84,8 @@ def export_index(out: dict, cache_dir: str | Path, dataset: str, folder: str | P
     meta = {"dataset": dataset, "model": {"method": result["method"], "config": result["config"],
                                           "dims": list(out["dims"]), "text_kind": out.get("text_kind", "bow")},
             "text": result["config"].get("text"),
-            "text_encoder": attrs.get("text_encoders", {}).get(result["config"].get("text") or "", None), "cache": str(cache.path.resolve()), "cache_created": attrs.get("created"),
+            "text_encoder": attrs.get("text_encoders", {}).get(result["config"].get("text") or "", None),
+            "cache": str(cache.path.resolve()), "cache_created": attrs.get("created"),
             "method": result["method"], "bits": result["bits"], "seed": result["seed"], "n": int(len(codes["database_index"])),
             "encoder": {**attrs.get("encoders", {}).get(result["encoder"]["tag"], {}), "tag": result["encoder"]["tag"]},
             "vocabulary": attrs.get("vocabulary", {}).get("words") or None,
@@ -134,7 +131,7 @@ class Index:
         self.codes = {m: codes[m] for m in MODALITIES}
         self.rows = codes["rows"]
         self.bits = int(self.meta["bits"])
-        self._encoder = self._cache = self._features = None
+        self._encoder = self._text_encoder = self._cache = self._features = None
         self._shards: dict[str, list] = {}
 
     # -- hashing new queries -------------------------------------------------------------
@@ -149,10 +146,11 @@ class Index:
             if enc.get("pretrained") == "file":
                 raise ConfigError(f"the text encoder {self.meta['text']} was loaded from a file; text queries need it "
                                   "(not supported here yet): use --row or --image")
-            from cfrh.encoders import load_encoder
-            encoder = load_encoder(enc["model"], enc.get("pretrained", "none"), str(self.device),
-                                   enc.get("random_init_seed", 0))
-            return encoder.encode_texts(texts).astype(np.float32)
+            if self._text_encoder is None:  # loaded once: a served index answers many queries
+                from cfrh.encoders import load_encoder
+                self._text_encoder = load_encoder(enc["model"], enc.get("pretrained", "none"), str(self.device),
+                                                  enc.get("random_init_seed", 0))
+            return self._text_encoder.encode_texts(texts).astype(np.float32)
         if self.meta["model"].get("text_kind") == "dense":
             text = self.meta.get("text") or "the dataset's own"
             raise ConfigError(f"{self.folder}: the model hashes dense text features ({text}), which free text cannot "
@@ -214,7 +212,7 @@ class Index:
         shard by shard and merged (ties by position), by the index's kind."""
         from cfrh_train import ann
         q = pack_codes(np.atleast_2d(code))
-        spec = self.meta.get("ann", {"kind": "exact", "params": {}, "shards": [[0, len(self.rows)]]})
+        spec = self.meta["ann"]  # every index of this layout records it (older ones are refused on load)
         k = min(k, len(self.rows))
         if spec["kind"] == "exact":
             found = [hamming_topk(q, self.codes[target][a:b], self.bits, k) for a, b in spec["shards"]]

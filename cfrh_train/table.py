@@ -116,8 +116,8 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
         cache = Cache.open(Path(cache_dir) / dataset)
         for encoder, method, b in product(encoders, methods, bits):
             variants = [(None, None)]
-            if tuned and (Path(__file__).parent / "configs" / "search" / f"{method}.json").is_file():
-                from cfrh_train.tune import study_dir, tune
+            from cfrh_train.tune import SEARCH, study_dir, tune  # optuna itself is imported by tune() alone
+            if tuned and (SEARCH / f"{method}.json").is_file():
                 log(f"tuning {method} on {dataset}, {b} bits: a study of {tuned} trials (resumed where it stopped)")
                 tune(dataset, method, b, tuned, cache_dir, runs_dir, device=device)
                 best = study_dir(runs_dir, dataset, method, b) / "best.json"
@@ -126,7 +126,8 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
                 config = load(dataset, config_file, {"method": method, "bits": b, "seed": seed, "device": device,
                                                      "encoder": encoder})
                 folder = run_dir(runs_dir, dataset, config, variant)
-                same, why = same_inputs(folder, inputs(config, data_inputs(cache, choose_encoder(cache, encoder))))
+                wanted = inputs(config, data_inputs(cache, choose_encoder(cache, encoder), config["text"]))
+                same, why = same_inputs(folder, wanted)
                 if same and (not rerank or (folder / "index" / "index.json").is_file()):
                     counts["reused"] += 1
                 else:

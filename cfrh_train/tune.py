@@ -100,7 +100,8 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
         for w in workers:
             w.join()
     study = optuna.load_study(study_name=name, storage=storage)
-    return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, time.perf_counter() - t0)
+    return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, time.perf_counter() - t0,
+                   storage)
 
 
 def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, space: dict, trials: int,
@@ -145,7 +146,7 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
 
 
 def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir, base: dict, space: dict,
-            trials: int, wall_s: float) -> dict:
+            trials: int, wall_s: float, storage: str) -> dict:
     """best.json, plots, and the test queries of the chosen config scored once (summary.json)."""
     import optuna
 
@@ -173,7 +174,7 @@ def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir
                "objective": f"validation mAP@{base['topk']} (mean of I→T and T→I), validation split only",
                "test_metrics": test_metrics, "test_scored": "once, for the chosen config",
                "trials_per_hour": round(3600 * len(finished) / max(wall_s, 1e-9), 1) if wall_s > 1 else None,
-               "space": space, "storage": str(study._storage.url) if hasattr(study._storage, "url") else None}
+               "space": space, "storage": storage}
     atomic_write_json(summary_path, summary)
     _plots(study, folder)
     return summary
