@@ -26,6 +26,7 @@ from cfrh.errors import TrainingError
 from cfrh.fsio import atomic_write, atomic_write_json
 from cfrh_train.data import CachedData, load_cache
 from cfrh_train.methods import build
+from cfrh_train.methods.base import NonFiniteLoss
 from cfrh_train.metrics import evaluate
 from cfrh_train.plots import plot_pr
 from cfrh_train.results import inputs, write_result
@@ -84,6 +85,14 @@ class Checkpoint:
             atomic_write(self.path, lambda tmp: torch.save({**state, "inputs": self.wanted}, tmp))
 
 
+def lr_schedule(optimizer: torch.optim.Optimizer, config: dict):
+    """The learning rate's steps, if the method declares any: ×``lr_gamma`` from each epoch of
+    ``lr_milestones`` on (UCCH: ×0.1 at 30, 60, 90), stepped once per epoch; None without."""
+    if not config["lr_milestones"]:
+        return None
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, config["lr_milestones"], config["lr_gamma"])
+
+
 def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth", progress: bool = True,
           checkpoint: str | Path | None = None, data: CachedData | None = None, on_validation=None,
           test: bool = True) -> dict:
@@ -108,6 +117,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     method.fit(train_img, train_txt)
     if method.trainable:
         optimizer = method.optimizer()
+        scheduler = lr_schedule(optimizer, config)
         generator = torch.Generator().manual_seed(config["seed"])
         n, bs = train_img.shape[0], min(config["batch_size"], train_img.shape[0])
         saved = Checkpoint(checkpoint, inputs(config, data.inputs))
@@ -115,6 +125,8 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
         if state := saved.load(device):
             method.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])  # methods that draw (UCCH's negatives) go on identically
             best, history, first = state["best"], state["history"], state["epoch"] + 1
@@ -126,23 +138,24 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
             for epoch in range(first, config["epochs"]):
                 method.train()
                 method.set_epoch(epoch)
+                lr = optimizer.param_groups[0]["lr"]
                 order = torch.randperm(n, generator=generator).to(device)
-                total = 0.0
+                sums: dict[str, torch.Tensor] = {}
                 for step in range(n // bs):  # drop_last, as the lineage does
                     batch = order[step * bs:(step + 1) * bs]
-                    terms = method.loss(train_img[batch], train_txt[batch], batch)
-                    if not torch.isfinite(terms["loss"]):
-                        raise TrainingError(
-                            f"non-finite loss at epoch {epoch}, step {step}: " +
-                            ", ".join(f"{k_}={v.item():.4g}" for k_, v in terms.items()) +
-                            "; lower the learning rates or check the features")
-                    optimizer.zero_grad(set_to_none=True)
-                    terms["loss"].backward()
-                    if config["grad_clip"] > 0:
-                        torch.nn.utils.clip_grad_norm_(method.parameters(), config["grad_clip"])
-                    optimizer.step()
-                    total += terms["loss"].item()
-                entry = {"epoch": epoch, "loss": total / max(1, n // bs)}
+                    try:
+                        terms = method.train_step(train_img[batch], train_txt[batch], batch, optimizer,
+                                                  config["grad_clip"])
+                    except NonFiniteLoss as exc:
+                        raise TrainingError(f"non-finite loss at epoch {epoch}, step {step}: {exc}; "
+                                            "lower the learning rates or check the features") from None
+                    for name, value in terms.items():
+                        sums[name] = sums.get(name, 0.0) + torch.as_tensor(value).detach()
+                if scheduler is not None:
+                    scheduler.step()
+                means = {name: float(value) / max(1, n // bs) for name, value in sums.items()}
+                entry = {"epoch": epoch, "loss": means.get("loss", 0.0), "lr": lr,
+                         "terms": {name: v for name, v in means.items() if name != "loss"}}
                 if (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == config["epochs"]:
                     method.eval()
                     val, _ = retrieval(method, data, split["val"], split["train"], device, k, full=False)
@@ -156,6 +169,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                 history.append(entry)
                 if "val_i2t" in entry:
                     saved.save({"epoch": epoch, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": None if scheduler is None else scheduler.state_dict(),
                                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                                 "best": best, "history": history})
                 bar.update(task, advance=1, loss=entry["loss"])

@@ -7,12 +7,34 @@ import torch
 from torch import nn
 
 
+class NonFiniteLoss(ArithmeticError):
+    """A loss that is NaN or infinite, with its terms; the loop adds the epoch and step."""
+
+    def __init__(self, terms: dict):
+        super().__init__(", ".join(f"{k}={float(torch.as_tensor(v).detach()):.4g}" for k, v in terms.items()))
+        self.terms = terms
+
+
+def descend(terms: dict, optimizer: torch.optim.Optimizer, params, grad_clip: float = 0.0) -> None:
+    """zero_grad → backward of ``terms["loss"]`` → clip → step; a non-finite loss raises before
+    any weight moves. Parameters the loss does not reach keep ``grad=None`` and are not stepped
+    (neither momentum nor weight decay), which is how one optimiser can step one side alone."""
+    if not torch.isfinite(terms["loss"]):
+        raise NonFiniteLoss(terms)
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], grad_clip)
+    optimizer.step()
+
+
 class Method(nn.Module):
     """A hashing method on cached features.
 
     Lifecycle: ``fit`` once on the training rows (means, graphs, memories), then per epoch
-    ``set_epoch`` and, per batch, ``loss`` (a dict of terms with the total under ``"loss"``)
-    stepped by ``optimizer()``; ``encode`` gives real-valued codes (sign(0) = +1 makes them
+    ``set_epoch`` and, per batch, ``train_step``: by default one ``loss`` (a dict of terms with
+    the total under ``"loss"``) descended by ``optimizer()``; a method whose authors took several
+    steps per batch (DGCPN) overrides it. ``encode`` gives real-valued codes (sign(0) = +1 makes them
     binary) of either modality. ``trainable = False`` methods skip the loop (LSH, random).
     ``query_modules`` names the parts a new query goes through; they alone are exported to the
     search index (no decoders, neighbour graphs or memories).
@@ -31,6 +53,13 @@ class Method(nn.Module):
 
     def loss(self, img: torch.Tensor, txt: torch.Tensor, index: torch.Tensor | None = None) -> dict:
         raise NotImplementedError(f"{type(self).__name__} is trainable but has no loss")
+
+    def train_step(self, img: torch.Tensor, txt: torch.Tensor, index: torch.Tensor,
+                   optimizer: torch.optim.Optimizer, grad_clip: float = 0.0) -> dict:
+        """One batch: the loss terms, descended once. Returns the terms (logged per epoch)."""
+        terms = self.loss(img, txt, index)
+        descend(terms, optimizer, self.parameters(), grad_clip)
+        return terms
 
     def encode(self, img: torch.Tensor | None = None, txt: torch.Tensor | None = None):
         raise NotImplementedError
