@@ -64,6 +64,24 @@ def dsdw_thresholds(s: torch.Tensor, k_left: float, k_right: float) -> dict:
             "lo": float(values.min()), "hi": float(values.max()), "loc": float(loc)}
 
 
+def dsdw_share_thresholds(s: torch.Tensor, left_share: float, right_share: float) -> dict:
+    """JDSH's decision placed by stated shares: the ``left_share`` least similar off-diagonal
+    pairs are decided dissimilar, the ``right_share`` most similar decided similar. Unlike the
+    moment fit it cannot land outside the similarities' range (where nothing is re-weighted and
+    JDSH silently becomes plain joint similarity), whatever the features' distribution."""
+    values = s[~torch.eye(s.shape[0], dtype=torch.bool, device=s.device)].double()
+    if values.numel() > 1 << 24:  # torch.quantile's limit; a strided subsample keeps the shape
+        values = values[::values.numel() // (1 << 24) + 1]
+    q = torch.quantile(values, torch.tensor([left_share, 1 - right_share], dtype=torch.float64, device=s.device))
+    return {"left": float(q[0]), "right": float(q[1]), "lo": float(values.min()), "hi": float(values.max())}
+
+
+def dsdw_share(s: torch.Tensor, left: float, right: float) -> torch.Tensor:
+    """The share of off-diagonal pairs DSDW re-weights (below ``left`` or above ``right``)."""
+    off = ~torch.eye(s.shape[0], dtype=torch.bool, device=s.device)
+    return ((s < left) | (s > right))[off].float().mean()
+
+
 def dsdw(s: torch.Tensor, left: float, right: float, lo: float, hi: float, l1: float, l2: float) -> torch.Tensor:
     """JDSH's distribution-based weighting: push decided-dissimilar pairs further down and
     decided-similar pairs further up, more strongly the nearer they are to the extremes."""
@@ -115,5 +133,5 @@ def neighbour_coherence(indices: torch.Tensor, weights: torch.Tensor, batch: tor
     """DGCPN's graph-neighbour coherence of a batch: scale·P_b P_bᵀ, the overlap of the items'
     neighbour distributions (two items are alike when their neighbours are), P_b dense (m, n)."""
     p = torch.zeros(batch.numel(), n, device=weights.device)
-    p.scatter_(1, indices[batch], weights[batch])
+    p.scatter_(1, indices[batch].long(), weights[batch])
     return scale * (p @ p.T)

@@ -58,17 +58,20 @@ def djsrh_loss(code_i, code_t, s, lambda1: float, lambda2: float) -> dict:
     return terms
 
 
-def dgcpn_loss(code_i, code_t, s, intra: float, half_binary: float, consistency: float) -> dict:
-    """DGCPN as we read its paper: every code-similarity form (I–I, T–T weighted ``intra``; I–T,
-    T–I) fitted to S twice, real×real and real×binary (its half-real, half-binary optimisation,
-    which lets the binary codes steer training), plus the paired codes' inter-modal consistency."""
-    pairs = {"ii": (code_i, code_i, intra), "tt": (code_t, code_t, intra),
-             "it": (code_i, code_t, 1.0), "ti": (code_t, code_i, 1.0)}
-    real = sum(w * F.mse_loss(code_similarity(a, b), s) for a, b, w in pairs.values())
-    half = sum(w * F.mse_loss(code_similarity(a, binary(b)), s) for a, b, w in pairs.values())
-    cons = 1 - (F.normalize(code_i, dim=1) * F.normalize(code_t, dim=1)).sum(1).mean()
-    return {"real": real, "half_binary": half, "consistency": cons,
-            "loss": real + half_binary * half + consistency * cons}
+def dgcpn_loss(code_i, code_t, s, pair_target: float, w_dis: float, w_cons: float) -> dict:
+    """DGCPN as its official code computes it, on row-normalised codes:
+    - ``pair``: the paired codes' cosine fitted to a constant (1.5 in the code: beyond reach,
+      so it always pulls an item's two codes together);
+    - ``dis``: T–T, I–T and I–I code similarities fitted to S, diagonals masked out;
+    - ``cons``: the code-similarity matrices fitted to each other (I–T to I–I, to T–T, I–I to
+      T–T, and I–T to its transpose), a consistency the paper does not state."""
+    bi, bt = F.normalize(code_i, dim=1), F.normalize(code_t, dim=1)
+    ii, tt, it = bi @ bi.T, bt @ bt.T, bi @ bt.T
+    off = 1 - torch.eye(s.shape[0], device=s.device, dtype=s.dtype)
+    pair = F.mse_loss(it.diagonal(), torch.full_like(it.diagonal(), pair_target))
+    dis = sum(F.mse_loss(x * off, s * off) for x in (tt, it, ii))
+    cons = F.mse_loss(it, ii) + F.mse_loss(it, tt) + F.mse_loss(ii, tt) + F.mse_loss(it, it.T)
+    return {"pair": pair, "dis": dis, "cons": cons, "loss": pair + w_dis * dis + w_cons * cons}
 
 
 def ranking_loss(h_i: torch.Tensor, h_t: torch.Tensor, margin: float, shift: float, tau: float = 1.0):

@@ -30,3 +30,92 @@ def test_ucch_takes_the_authors_mirflickr_feature_recipe():
     config = load("mirflickr", overrides={"method": "ucch"})
     assert (config["alpha"], config["shift"], config["epochs"], config["margin"]) == (0.7, 0.1, 20, 0.2)
     assert load("nuswide", overrides={"method": "ucch"})["alpha"] == 0.9  # no recipe given: the code's default
+
+
+def test_dgcpn_takes_the_codes_three_steps_per_batch():
+    """One batch of DGCPN against the official order written out with two SGD optimisers, one
+    per side (as its code has them): joint step; image against sign(text); text against
+    sign(image), the last two from one forward after the joint step."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from cfrh_train.methods import build
+    from cfrh_train.methods.base import descend
+
+    config = load("synth", overrides={"method": "dgcpn", "bits": 8, "device": "cpu", "img_hidden": [12],
+                                      "txt_hidden": [12], "dropout": 0.0, "knn": 0.5})
+    torch.manual_seed(0)
+    img, txt = torch.randn(10, 6), torch.rand(10, 9).round()
+    method = build("dgcpn", config, 6, 9, "bow")
+    method.fit(img, txt)
+    reference, joint_only = copy.deepcopy(method), copy.deepcopy(method)
+    batch = torch.tensor([1, 4, 7, 2])
+    method.train_step(img[batch], txt[batch], batch, method.optimizer())
+
+    def loss(bi, bt, s):  # the official loss, written out again
+        bi, bt = F.normalize(bi, dim=1), F.normalize(bt, dim=1)
+        ii, tt, it = bi @ bi.T, bt @ bt.T, bi @ bt.T
+        off = 1 - torch.eye(4)
+        dis = sum(F.mse_loss(x * off, s * off) for x in (tt, it, ii))
+        cons = F.mse_loss(it, ii) + F.mse_loss(it, tt) + F.mse_loss(ii, tt) + F.mse_loss(it, it.T)
+        return F.mse_loss(it.diagonal(), torch.full((4,), 1.5)) + dis + cons
+
+    sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.005, momentum=0.9, weight_decay=5e-4)
+    opt_i, opt_t = sgd(reference.image), sgd(reference.text)
+    with torch.no_grad():
+        s = reference.affinity(img[batch], txt[batch], batch)
+    x_i, x_t = reference.prepare(img[batch], txt[batch])
+    opt_i.zero_grad(), opt_t.zero_grad()
+    loss(reference.image(x_i), reference.text(x_t), s).backward()
+    opt_i.step(), opt_t.step()
+    code_i, code_t = reference.image(x_i), reference.text(x_t)
+    opt_i.zero_grad()
+    loss(code_i, code_t.sign().detach(), s).backward(retain_graph=True)
+    opt_i.step()
+    opt_t.zero_grad()
+    loss(code_i.sign().detach(), code_t, s).backward()
+    opt_t.step()
+    for (name, got), (_, want) in zip(method.state_dict().items(), reference.state_dict().items()):
+        torch.testing.assert_close(got, want, msg=name)
+    descend(joint_only.loss(img[batch], txt[batch], batch), joint_only.optimizer(), joint_only.parameters())
+    for side in ("image", "text"):  # and the test can tell: one joint step lands elsewhere on both sides
+        assert not torch.allclose(getattr(joint_only, side).net[-1].weight, getattr(method, side).net[-1].weight)
+
+
+def two_tailed(n: int = 300, seed: int = 4):
+    """A symmetric matrix of similarities whose values have a Gaussian left tail and a Laplace
+    right tail around a mode at −0.5 (the shape JDSH found on AlexNet features)."""
+    import numpy as np
+    import torch
+    rng = np.random.default_rng(seed)
+    half = lambda draw: np.abs(draw)
+    values = np.where(rng.random((n, n)) < 0.5, -0.5 - half(rng.normal(0, 0.02, (n, n))),
+                      -0.5 + half(rng.laplace(0, 0.09, (n, n))))
+    upper = np.triu(values, 1)
+    return torch.tensor(upper + upper.T + np.diag(np.diag(values)))
+
+
+def test_dsdw_reweights_a_stated_share_of_two_tailed_similarities():
+    import numpy as np
+    from scipy.stats import norm
+
+    from cfrh_train.affinity import dsdw_share, dsdw_share_thresholds, dsdw_thresholds
+    s = two_tailed()
+    by_share = dsdw_share_thresholds(s, 0.05, 0.35)
+    assert dsdw_share(s, by_share["left"], by_share["right"]).item() == pytest.approx(0.40, abs=0.005)
+    moments = dsdw_thresholds(s, 2.0, 4.0)  # on a distribution with the two tails, the moment fit works too:
+    expected = 0.5 * 2 * norm.sf(2) + 0.5 * np.exp(-4)  # half the pairs beyond 2σ left, half beyond 4b right
+    assert dsdw_share(s, moments["left"], moments["right"]).item() == pytest.approx(expected, abs=0.006)
+
+
+def test_jdsh_reweights_pairs_on_clip_like_features_and_logs_the_share(synth_cache):
+    """On the synthetic cache the moment fit re-weighted 0 % of the pairs; the run's history now
+    says how many were, epoch by epoch."""
+    config = load("synth", overrides={"method": "jdsh", **TINY, "epochs": 2, "eval_every": 2})
+    history = train(config, synth_cache.parent, "synth", progress=False)["result"]["history"]
+    shares = [entry["terms"]["dsdw_share"] for entry in history]
+    assert all(0.3 < share < 0.5 for share in shares), shares
+    moments = train({**config, "dsdw_fit": "moments"}, synth_cache.parent, "synth", progress=False)["result"]
+    assert moments["history"][0]["terms"]["dsdw_share"] < shares[0]

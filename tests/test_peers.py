@@ -107,11 +107,11 @@ def test_peer_losses_against_loops():
         mse(it, s) + 0.1 * mse(ii, s) + 0.3 * mse(tt, s))
     assert jdsh_loss(t(ci), t(ct), t(s), 0.1)["loss"].item() == pytest.approx(
         0.1 * (mse(ii, s) + mse(tt, s)) + mse(it, s) + mse(ti, s) - diag)
-    sign = lambda x: np.where(x >= 0, 1.0, -1.0)
-    half = sum(w * mse(n(x) @ n(sign(y)).T, s) for x, y, w in ((ci, ci, .1), (ct, ct, .1), (ci, ct, 1), (ct, ci, 1)))
-    real = 0.1 * (mse(ii, s) + mse(tt, s)) + mse(it, s) + mse(ti, s)
-    assert dgcpn_loss(t(ci), t(ct), t(s), 0.1, 0.5, 2.0)["loss"].item() == pytest.approx(
-        real + 0.5 * half + 2.0 * (1 - diag))
+    off = lambda m: np.array([[0.0 if i == j else m[i, j] for j in range(4)] for i in range(4)])
+    pair = np.mean([(n(ci)[i] @ n(ct)[i] - 1.5) ** 2 for i in range(4)])
+    dis = mse(off(tt), off(s)) + mse(off(it), off(s)) + mse(off(ii), off(s))
+    cons = mse(it, ii) + mse(it, tt) + mse(ii, tt) + mse(it, it.T)
+    assert dgcpn_loss(t(ci), t(ct), t(s), 1.5, 0.5, 2.0)["loss"].item() == pytest.approx(pair + 0.5 * dis + 2.0 * cons)
 
 
 def test_ranking_loss_against_loops():

@@ -37,13 +37,17 @@ class BowLinear(nn.Module):
         return torch.addmm(self.bias, x, self.weight)
 
 
-def mlp(dim_in: int, hidden: list[int], dim_out: int, bow_input: bool = False) -> nn.Sequential:
+def mlp(dim_in: int, hidden: list[int], dim_out: int, bow_input: bool = False, dropout: float = 0.0) -> nn.Sequential:
     """Linear → ReLU → … → Linear; ``hidden=[]`` is one linear layer (a hash layer on a frozen
-    feature). ``bow_input``: the first layer is a ``BowLinear``."""
+    feature). ``bow_input``: the first layer is a ``BowLinear``; ``dropout`` before the last
+    layer (DGCPN's heads)."""
     layers, width = [], dim_in
-    for i, h in enumerate([*hidden, dim_out]):
+    widths = [*hidden, dim_out]
+    for i, h in enumerate(widths):
         if i > 0:
             layers.append(nn.ReLU(inplace=True))
+        if i > 0 and i == len(widths) - 1 and dropout > 0:
+            layers.append(nn.Dropout(dropout))
         layers.append(BowLinear(width, h) if bow_input and i == 0 else nn.Linear(width, h))
         width = h
     return nn.Sequential(*layers)
@@ -52,9 +56,9 @@ def mlp(dim_in: int, hidden: list[int], dim_out: int, bow_input: bool = False) -
 class HashHead(nn.Module):
     """MLP then tanh(α·h): relaxed codes in training, ``sign`` of them at test time."""
 
-    def __init__(self, dim_in: int, hidden: list[int], bits: int, bow_input: bool = False):
+    def __init__(self, dim_in: int, hidden: list[int], bits: int, bow_input: bool = False, dropout: float = 0.0):
         super().__init__()
-        self.net = mlp(dim_in, hidden, bits, bow_input)
+        self.net = mlp(dim_in, hidden, bits, bow_input, dropout)
         self.alpha = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,13 +110,13 @@ class TwoTower(Method):
     affinity and loss (``loss``) and whatever it precomputes on the training rows (``fit``).
     """
 
-    def __init__(self, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow"):
+    def __init__(self, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow", dropout: float = 0.0):
         super().__init__()
         self.config = config
         self.center = Centering(dim_img, config["center_features"])
         self.center_txt = Centering(dim_txt, text_kind == "dense" and config["center_text"])
-        self.image = HashHead(dim_img, config["img_hidden"], config["bits"])
-        self.text = HashHead(dim_txt, config["txt_hidden"], config["bits"], bow_input=text_kind == "bow")
+        self.image = HashHead(dim_img, config["img_hidden"], config["bits"], dropout=dropout)
+        self.text = HashHead(dim_txt, config["txt_hidden"], config["bits"], bow_input=text_kind == "bow", dropout=dropout)
 
     def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
         self.center.fit(img)
