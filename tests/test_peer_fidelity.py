@@ -119,3 +119,63 @@ def test_jdsh_reweights_pairs_on_clip_like_features_and_logs_the_share(synth_cac
     assert all(0.3 < share < 0.5 for share in shares), shares
     moments = train({**config, "dsdw_fit": "moments"}, synth_cache.parent, "synth", progress=False)["result"]
     assert moments["history"][0]["terms"]["dsdw_share"] < shares[0]
+
+
+def djsrh_case():
+    """A fixed tiny DJSRH case with no random draw in it: 8 items, explicit weights."""
+    import torch
+
+    from cfrh_train.methods import build
+    config = load("synth", overrides={"method": "djsrh", "bits": 4, "device": "cpu", "img_hidden": [],
+                                      "txt_hidden": [6], "center_features": False, "batch_size": 4})
+    rows = torch.arange(8, dtype=torch.float64)[:, None]
+    img = torch.cos(rows * torch.arange(1, 6) / 3).float() + 1.0  # non-negative, as AlexNet fc7 is
+    txt = (torch.sin((rows + 1) * torch.arange(1, 8) / 2) > 0.3).float()
+    assert (txt.sum(1) > 0).all()
+    method = build("djsrh", config, 5, 7, "bow")
+    with torch.no_grad():
+        for i, p in enumerate(method.parameters()):
+            p.copy_(torch.sin(torch.arange(p.numel(), dtype=torch.float32) + i).view_as(p) / 4)
+    return config, method, img, txt
+
+
+def test_djsrh_loss_of_a_fixed_case_matches_the_official_formula():
+    """The official S: S̃ = βS_I + (1−β)S_T with S = 2cos − 1, S = μ((1−η)S̃ + η S̃S̃/m); the loss
+    λ1‖B_I B_Iᵀ − S‖² + ‖B_I B_Tᵀ − S‖² + λ2‖B_T B_Tᵀ − S‖², written out in NumPy."""
+    import numpy as np
+    config, method, img, txt = djsrh_case()
+    method.set_epoch(0)
+    got = method.loss(img[:4], txt[:4])["loss"].item()
+    unit = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)
+    f_i, f_t = img[:4].numpy().astype(np.float64), txt[:4].numpy().astype(np.float64)
+    s_tilde = 0.9 * (2 * unit(f_i) @ unit(f_i).T - 1) + 0.1 * (2 * unit(f_t) @ unit(f_t).T - 1)
+    s = 1.5 * (0.6 * s_tilde + 0.4 * s_tilde @ s_tilde / 4)
+    w = {k: v.double().numpy() for k, v in method.state_dict().items()}
+    b_i = np.tanh(f_i @ w["image.net.0.weight"].T + w["image.net.0.bias"])
+    hidden = np.maximum(f_t @ w["text.net.0.weight"] + w["text.net.0.bias"], 0)  # BowLinear stores Wᵀ
+    b_t = np.tanh(hidden @ w["text.net.2.weight"].T + w["text.net.2.bias"])
+    b_i, b_t = unit(b_i), unit(b_t)
+    mse = lambda a, b: np.mean((a - b) ** 2)
+    want = 0.1 * mse(b_i @ b_i.T, s) + mse(b_i @ b_t.T, s) + 0.1 * mse(b_t @ b_t.T, s)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_djsrh_training_of_a_fixed_case_does_not_drift():
+    """Two epochs of the fixed case, batch order from seed 0. The losses were checked against the
+    official training loop's lines run on the same weights and batches (two SGD optimisers, one
+    per side; equal to 1e-7) and are pinned here: a change to the affinity, the loss, the α
+    schedule or the optimiser moves them."""
+    import torch
+    config, method, img, txt = djsrh_case()
+    optimizer = method.optimizer()
+    generator, losses = torch.Generator().manual_seed(0), []
+    for epoch in range(2):
+        method.set_epoch(epoch)
+        order = torch.randperm(8, generator=generator)
+        for step in range(2):
+            batch = order[step * 4:(step + 1) * 4]
+            losses.append(method.train_step(img[batch], txt[batch], batch, optimizer)["loss"].item())
+    assert losses == pytest.approx(PINNED_DJSRH_LOSSES, rel=1e-5)
+
+
+PINNED_DJSRH_LOSSES = [2.2662301, 2.3371034, 1.8778002, 1.8946616]  # the official loop: the same values
