@@ -199,10 +199,11 @@ def dense_cache(tmp_path_factory):
     return root / "c"
 
 
-@pytest.mark.parametrize("method", ["cfrh", "jdsh", "djsrh", "dgcpn", "ucch", "lsh"])
+@pytest.mark.parametrize("method", ["cfrh", "jdsh", "djsrh", "dgcpn", "ucch", "ccah", "ucmfh", "lsh"])
 def test_every_method_trains_on_dense_text(method, dense_cache):
     from cfrh_train.config import defaults
-    small = {"img_hidden": [64], "txt_hidden": [64], "hidden": 64, "epochs": 2, "eval_every": 1, "batch_size": 64}
+    small = {"img_hidden": [64], "txt_hidden": [64], "hidden": 64, "epochs": 2, "eval_every": 1, "batch_size": 64,
+             "gat_hidden": 16, "gat_heads": 2, "fusion_heads": 1, "fusion_ff": 64, "head_width": 64}
     config = load("topics", overrides={"method": method, "bits": 16, "device": "cpu",
                                        **{k: v for k, v in small.items() if k in defaults(method)}})
     out = train(config, dense_cache, "topics", progress=False)

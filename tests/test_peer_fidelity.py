@@ -179,3 +179,110 @@ def test_djsrh_training_of_a_fixed_case_does_not_drift():
 
 
 PINNED_DJSRH_LOSSES = [2.2662301, 2.3371034, 1.8778002, 1.8946616]  # the official loop: the same values
+
+
+# CCAH and UCMFH: the two CLIP-feature peers ------------------------------------------------
+
+SMALL_CCAH = {"bits": 16, "device": "cpu", "img_hidden": [64], "gat_hidden": 32, "gat_heads": 2, "epochs": 20,
+              "eval_every": 10}
+SMALL_UCMFH = {"bits": 16, "device": "cpu", "head_width": 128, "fusion_ff": 128, "fusion_heads": 2, "epochs": 30,
+               "eval_every": 10, "batch_size": 64}
+
+
+@pytest.fixture(scope="module")
+def clip_like_cache(tmp_path_factory):
+    """Image features and signed dense text vectors (as CLIP text embeddings are), both from the
+    labels: the input UCMFH is built for."""
+    import numpy as np
+    from test_bring_your_own import topics
+
+    from cfrh_cache.importer import import_source
+    from cfrh_cache.pipeline import FeatureOptions, build_source
+    root = tmp_path_factory.mktemp("cliplike")
+    image, text, labels = topics(n=900, classes=8, dim=48, words=16, signed=True, seed=5)
+    for name, value in (("image.npy", image), ("text.npy", text), ("labels.npy", labels)):
+        np.save(root / name, value)
+    source = import_source("cliplike", str(root / "image.npy"), str(root / "text.npy"), str(root / "labels.npy"),
+                           text_kind="dense", encoder_name="clip-like")
+    build_source(source, "cliplike", root, root / "c", FeatureOptions(progress=False))
+    return root / "c"
+
+
+def beats_random(method, overrides, cache_dir, dataset):
+    result = train(load(dataset, overrides={"method": method, **overrides}), cache_dir, dataset, progress=False)["result"]
+    floor = train(load(dataset, overrides={"method": "random", "bits": overrides["bits"], "device": "cpu"}),
+                  cache_dir, dataset, progress=False)["result"]
+    for d in ("i2t", "t2i"):
+        assert result["metrics"][d]["map@50"] > floor["metrics"][d]["map@50"] + 0.02, (d, result["metrics"], floor)
+
+
+def test_ccah_beats_random_codes(quality_cache):
+    beats_random("ccah", SMALL_CCAH, quality_cache, "synth")
+
+
+def test_ucmfh_beats_random_codes(clip_like_cache):
+    beats_random("ucmfh", SMALL_UCMFH, clip_like_cache, "cliplike")
+
+
+def test_ucmfh_refuses_a_bag_of_words(synth_cache):
+    from cfrh.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"ucmfh needs dense text features .*--text-encoder.*--text TAG"):
+        train(load("synth", overrides={"method": "ucmfh", **SMALL_UCMFH}), synth_cache.parent, "synth", progress=False)
+
+
+@pytest.mark.parametrize("method", ["ccah", "ucmfh"])
+def test_a_code_depends_on_its_own_item_only(method, quality_cache, clip_like_cache):
+    """The official codes attend across the evaluation batch (UCMFH) or build the text graph over
+    it (CCAH), and UCMFH hashes a query from both its modalities; here a code is the same
+    whatever it is hashed with, and each modality is hashed alone."""
+    import torch
+
+    from cfrh_train.data import load_cache
+    from cfrh_train.methods import build
+    dataset, cache_dir, small = (("synth", quality_cache, SMALL_CCAH) if method == "ccah"
+                                 else ("cliplike", clip_like_cache, SMALL_UCMFH))
+    data = load_cache(cache_dir, dataset, None, None)
+    img, txt = (torch.from_numpy(x) for x in data.rows(data.split["train"][:40]))
+    model = build(method, load(dataset, overrides={"method": method, **small}), img.shape[1], txt.shape[1],
+                  data.text_kind)
+    model.fit(img, txt)
+    model.eval()
+    whole_i, whole_t = model.encode(img, txt)
+    part_i, part_t = model.encode(img[5:9], txt[5:9])
+    torch.testing.assert_close(part_i, whole_i[5:9], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(part_t, whole_t[5:9], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.encode(img=img[5:9])[0], part_i)  # the image alone, no text needed
+    torch.testing.assert_close(model.encode(txt=txt[5:9])[1], part_t)
+
+
+@pytest.mark.parametrize("method", ["ccah", "ucmfh"])
+def test_new_peers_resume_identically_and_export_to_the_search_index(method, quality_cache, clip_like_cache, tmp_path,
+                                                                     monkeypatch):
+    import numpy as np
+
+    from cfrh_train.search import Index
+    from cfrh_train.train import run
+    dataset, cache_dir, small = (("synth", quality_cache, SMALL_CCAH) if method == "ccah"
+                                 else ("cliplike", clip_like_cache, SMALL_UCMFH))
+    config = load(dataset, overrides={"method": method, **small, "epochs": 4, "eval_every": 2})
+    whole = train(config, cache_dir, dataset, progress=False)
+    ckpt = tmp_path / "ckpt.pt"
+    with monkeypatch.context() as patch:
+        interrupt_after_checkpoints(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, cache_dir, dataset, progress=False, checkpoint=ckpt)
+    resumed = train(config, cache_dir, dataset, progress=False, checkpoint=ckpt)
+    assert resumed["result"]["metrics"] == whole["result"]["metrics"]
+    np.testing.assert_array_equal(resumed["codes"]["database_text"], whole["codes"]["database_text"])
+    folder = run(config, cache_dir, dataset, tmp_path / "runs", progress=False, export=True)
+    index = Index(folder / "index")
+    codes = np.load(folder / "codes.npz")
+    data_rows = codes["query_index"][:3]
+    from cfrh_train.data import load_cache
+    data = load_cache(cache_dir, dataset, None, None)
+    img, txt = data.rows(data_rows)
+    from cfrh.codes import binarize
+    got_i, got_t = (binarize(c) for c in index.hash(image=img, text=txt))
+    np.testing.assert_array_equal(got_i, codes["query_image"][:3])  # the index hashes as the run did
+    np.testing.assert_array_equal(got_t, codes["query_text"][:3])
+    assert len(index.search(got_t[:1], "image", 5)[0]) == 5

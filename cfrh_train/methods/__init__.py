@@ -15,6 +15,8 @@ METHODS = {  # CFRH first, then the peers, then the floors: the table's row orde
     "djsrh": "cfrh_train.methods.djsrh:DJSRH",
     "dgcpn": "cfrh_train.methods.dgcpn:DGCPN",
     "ucch": "cfrh_train.methods.ucch:UCCH",
+    "ccah": "cfrh_train.methods.ccah:CCAH",
+    "ucmfh": "cfrh_train.methods.ucmfh:UCMFH",
     "lsh": "cfrh_train.methods.baselines:LSH",
     "random": "cfrh_train.methods.baselines:RandomCodes",
 }
