@@ -1,4 +1,5 @@
 # The front door. `make demo` runs the whole offline demo; `make test` sets up and runs the tests.
+# `make demo TEXT_EMBEDDINGS=1` also embeds the texts with CLIP's text tower, which gives UCMFH its rows.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,6 +18,8 @@ SEED ?= 0
 BITS ?= 16 32 64 128
 SEEDS ?= 0 1 2
 SKIP_TORCH ?= 0
+TEXT_EMBEDDINGS ?= 0
+TEXT_FLAG := $(if $(filter 1,$(TEXT_EMBEDDINGS)),--text-encoder,)
 
 .PHONY: setup features train table tune demo bench test clean-demo
 
@@ -30,10 +33,11 @@ $(VENV)/.installed: pyproject.toml requirements-torch.txt cfrh_cache/__init__.py
 	touch $@
 
 # make features DATASET=nuswide DATA=/data/nus   (DATA: the folder with the dataset's files)
+#               [TEXT_EMBEDDINGS=1]  (also the model's CLIP text embeddings of raw texts: UCMFH's input)
 features: setup
 	$(VENV)/bin/cfrh-cache features $(DATASET) --root $(DATA) --cache-dir $(CACHE) --model $(MODEL) \
 	  --pretrained $(PRETRAINED) --batch-size $(BATCH) --workers $(WORKERS) --device $(DEVICE) \
-	  --protocol $(PROTOCOL) --seed $(SEED)
+	  --protocol $(PROTOCOL) --seed $(SEED) $(TEXT_FLAG)
 
 # make train DATASET=mirflickr BITS="16 32" SEEDS="0 1" METHOD=cfrh
 METHOD ?= cfrh
@@ -49,7 +53,7 @@ train: setup
 #            [TUNED=30]  (also rows tuned on validation with the same 30-trial budget per method)
 # trains what is missing (finished runs with the same config are reused), writes runs/table.md, .tex, figures/
 DATASETS ?=
-METHODS ?= cfrh jdsh djsrh dgcpn ucch lsh
+METHODS ?= cfrh jdsh djsrh dgcpn ucch ccah ucmfh lsh
 ENCODERS ?=
 RERANK ?= 0
 EXAMPLES ?= 0
@@ -62,12 +66,12 @@ table: setup
 demo: setup
 	test -f data/synth/synth.json || $(VENV)/bin/cfrh-cache synth --out data/synth
 	$(VENV)/bin/cfrh-cache features synth --root data/synth --cache-dir $(CACHE) --model $(MODEL) \
-	  --pretrained $(DEMO_PRETRAINED) --batch-size 64 --workers $(WORKERS) --device $(DEVICE)
+	  --pretrained $(DEMO_PRETRAINED) --batch-size 64 --workers $(WORKERS) --device $(DEVICE) $(TEXT_FLAG)
 	$(VENV)/bin/cfrh-cache verify $(CACHE)/synth
 	$(VENV)/bin/cfrh-cache info $(CACHE)/synth
 	$(VENV)/bin/cfrh-train --dataset synth --bits 32 --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS) --export
 	$(VENV)/bin/cfrh-search $(RUNS)/synth/cfrh/32bit/seed0 --text "red circle" -k 5
-	$(VENV)/bin/cfrh-table --datasets synth --bits "16 32" --seeds "0 1" --methods "cfrh jdsh djsrh dgcpn ucch lsh random" \
+	$(VENV)/bin/cfrh-table --datasets synth --bits "16 32" --seeds "0 1" --methods "cfrh jdsh djsrh dgcpn ucch ccah ucmfh lsh random" \
 	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
 
 # make tune DATASET=mirflickr METHOD=cfrh BITS=32 TRIALS=30 [JOBS=2]: runs/tune/… (best.json, summary.json)

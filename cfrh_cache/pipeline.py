@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cfrh.devices import check_device_name
+from cfrh.diffs import first_difference
 from cfrh.encoders import Encoder, load_encoder
 from cfrh.errors import CacheError, ConfigError
 from cfrh.fsio import disk_errors
@@ -200,7 +201,8 @@ def _write_tables(cache: Cache, source: Source, opts: FeatureOptions, wanted: di
         if not opts.resplit and only_protocol_changed(record, wanted["split"]):
             held = lambda r: " (validation held out of training)" if r and r.get("val_holdout") else ""
             raise CacheError(f"{cache.path}: holds split {stored['protocol']}/seed {stored['seed']}{held(record)}, you "
-                             f"asked for {opts.protocol}/seed {opts.seed}{held(wanted['split'])}; pass --resplit to "
+                             f"asked for {opts.protocol}/seed {opts.seed}{held(wanted['split'])} "
+                             f"({first_difference(record, wanted['split'])}); pass --resplit to "
                              "replace it (runs and checkpoints made on the old split are then retrained, never "
                              "reused) or use another --cache-dir")
     split = make_split(source.labels, source.dataset, opts.protocol, opts.seed, source.fixed_split, source.reference_n,

@@ -33,7 +33,7 @@ def ablate(dataset: str, bits: int, seeds: list[int], cache_dir: str | Path = "c
     from cfrh_train.data import load_cache
     from cfrh_train.train import train
     base = load(dataset, config_file, {"method": "cfrh", "bits": bits, "device": device})
-    data = load_cache(cache_dir, dataset, base["encoder"], base["text"])
+    data = load_cache(cache_dir, dataset, base["encoder"], base["text"], base["method"])
     k = base["topk"]
     rows = {}
     for name, change in VARIANTS.items():

@@ -57,10 +57,30 @@ def data_inputs(cache: Cache, encoder: str, text: str | None = None) -> dict:
     return {"dataset": cache.attrs.get("dataset"), "arrays": {name: cache.array(name).attrs.get("sha256") for name in read}}
 
 
-def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None, text: str | None = None) -> CachedData:
+def dense_text(cache: Cache, method: str) -> str | None:
+    """The text input a method that trains on dense text alone (UCMFH) takes when none is named:
+    the dataset's own text where it is dense (None), else the cache's first ``text/<tag>``; a
+    cache with neither is a ConfigError that says how to make them."""
+    from cfrh.errors import ConfigError
+    if cache.text_kind() == "dense":
+        return None
+    tags = cache.text_encoders()
+    if not tags:
+        raise ConfigError(f"{method} needs dense text features (CLIP text embeddings) and {cache.path} has none: "
+                          f"build them with `cfrh-cache features {cache.path.name} --text-encoder`, "
+                          "or name a text input with `--text TAG`")
+    return tags[0]
+
+
+def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None, text: str | None = None,
+               method: str | None = None) -> CachedData:
     """The arrays of one run: image features of ``encoder``, the text input ``text`` (None: the
-    dataset's own), labels and split."""
+    dataset's own, or for a ``method`` that needs text embeddings, ``dense_text``), labels and split."""
     cache = Cache.open(Path(cache_dir) / dataset)
+    if text is None and method is not None:
+        from cfrh_train.methods import method_class
+        if method_class(method).needs_dense_text:
+            text = dense_text(cache, method)
     encoder = choose_encoder(cache, encoder)
     labels = cache.read("labels")
     if labels.shape[1] == 0:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cfrh.errors import CacheError, DataError
+from cfrh.errors import CacheError, ConfigError, DataError
 from cfrh_train.plots import DIRECTIONS, arrow, plot_map_vs_bits, plot_pr_comparison
 
 METRICS = {"map@50": "mAP@50", "map@all": "mAP@all"}  # the published tables' metrics; a run's topk adds its own
@@ -108,13 +108,21 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
 
     from cfrh_cache.store import Cache
     from cfrh_train.config import load
-    from cfrh_train.data import choose_encoder, data_inputs
+    from cfrh_train.data import choose_encoder, data_inputs, dense_text
+    from cfrh_train.methods import method_class
     from cfrh_train.results import inputs, read_result, same_inputs
     from cfrh_train.train import run, run_dir
     counts = {"reused": 0, "trained": 0}
     for dataset in datasets:
         cache = Cache.open(Path(cache_dir) / dataset)
         for encoder, method, b in product(encoders, methods, bits):
+            text = {}
+            if method_class(method).needs_dense_text:  # UCMFH: the cache's CLIP text embeddings, or no row
+                try:
+                    text = {"text": dense_text(cache, method)}
+                except ConfigError as exc:
+                    log(f"no {method} rows for {dataset}: {exc}")
+                    continue
             variants = [(None, None)]
             from cfrh_train.tune import SEARCH, study_dir, tune  # optuna itself is imported by tune() alone
             if tuned and (SEARCH / f"{method}.json").is_file():
@@ -124,7 +132,7 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
                 variants.append((best, {"tuned": {"trials": tuned, "study": str(best.parent)}}))
             for (config_file, variant), seed in product(variants, seeds):
                 config = load(dataset, config_file, {"method": method, "bits": b, "seed": seed, "device": device,
-                                                     "encoder": encoder})
+                                                     "encoder": encoder, **text})
                 folder = run_dir(runs_dir, dataset, config, variant)
                 wanted = inputs(config, data_inputs(cache, choose_encoder(cache, encoder), config["text"]))
                 same, why = same_inputs(folder, wanted)

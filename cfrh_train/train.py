@@ -106,7 +106,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     """
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
-    data = data or load_cache(cache_dir, dataset, config["encoder"], config["text"])
+    data = data or load_cache(cache_dir, dataset, config["encoder"], config["text"], config["method"])
     split = data.split
     img, txt = data.rows(split["train"])
     train_img, train_txt = torch.from_numpy(img).to(device), torch.from_numpy(txt).to(device)

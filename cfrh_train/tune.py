@@ -119,7 +119,7 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
     study = optuna.load_study(study_name=name, storage=storage,
                               sampler=optuna.samplers.TPESampler(seed=seed),
                               pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
-    data = load_cache(cache_dir, dataset, base["encoder"], base["text"])
+    data = load_cache(cache_dir, dataset, base["encoder"], base["text"], base["method"])
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
     def objective(trial) -> float:

@@ -232,9 +232,9 @@ def test_ucmfh_refuses_a_bag_of_words(synth_cache):
 
 @pytest.mark.parametrize("method", ["ccah", "ucmfh"])
 def test_a_code_depends_on_its_own_item_only(method, quality_cache, clip_like_cache):
-    """The official codes attend across the evaluation batch (UCMFH) or build the text graph over
-    it (CCAH), and UCMFH hashes a query from both its modalities; here a code is the same
-    whatever it is hashed with, and each modality is hashed alone."""
+    """CCAH's official code builds the text graph over the evaluation batch, and UCMFH's hashes a
+    query from both its modalities; here a code is the same whatever it is hashed with, and
+    each modality is hashed alone."""
     import torch
 
     from cfrh_train.data import load_cache
@@ -286,3 +286,23 @@ def test_new_peers_resume_identically_and_export_to_the_search_index(method, qua
     np.testing.assert_array_equal(got_i, codes["query_image"][:3])  # the index hashes as the run did
     np.testing.assert_array_equal(got_t, codes["query_text"][:3])
     assert len(index.search(got_t[:1], "image", 5)[0]) == 5
+
+
+def test_ucmfh_takes_the_caches_text_embeddings_and_the_table_skips_it_without(synth_dir, synth_cache, tmp_path):
+    """`cfrh-train --method ucmfh` and `make table METHODS=… ucmfh` find the cache's CLIP text
+    embeddings by themselves; a cache without them gives no UCMFH row and says how to make them."""
+    import shutil
+
+    from conftest import features
+
+    from cfrh_train.table import ensure_runs
+    notes = []
+    shutil.copytree(synth_cache, tmp_path / "bow" / "synth")
+    counts = ensure_runs(["synth"], ["ucmfh"], [16], [0], tmp_path / "bow", tmp_path / "runs", device="cpu",
+                         progress=False, log=notes.append)
+    assert counts == {"reused": 0, "trained": 0} and "--text-encoder" in notes[0], notes
+    report = features("synth", synth_dir, tmp_path / "c", chunk_rows=64, text_encoder=True)
+    config = load("synth", overrides={"method": "ucmfh", **SMALL_UCMFH, "epochs": 1, "eval_every": 1,
+                                      "fusion_heads": 1})
+    result = train(config, tmp_path / "c", "synth", progress=False)["result"]
+    assert result["text"] == {"input": report.encoder_tag, "kind": "dense"}

@@ -35,12 +35,14 @@ class Method(nn.Module):
     ``set_epoch`` and, per batch, ``train_step``: by default one ``loss`` (a dict of terms with
     the total under ``"loss"``) descended by ``optimizer()``; a method whose authors took several
     steps per batch (DGCPN) overrides it. ``encode`` gives real-valued codes (sign(0) = +1 makes them
-    binary) of either modality. ``trainable = False`` methods skip the loop (LSH, random).
+    binary) of either modality. ``trainable = False`` methods skip the loop (LSH, random);
+    ``needs_dense_text`` ones are given the cache's text embeddings by ``make table``.
     ``query_modules`` names the parts a new query goes through; they alone are exported to the
     search index (no decoders, neighbour graphs or memories).
     """
 
     trainable: bool = True
+    needs_dense_text: bool = False  # True: trains on text embeddings only (UCMFH), never on a BoW
 
     def fit(self, img: torch.Tensor, txt: torch.Tensor) -> None:
         pass

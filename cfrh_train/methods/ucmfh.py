@@ -16,12 +16,14 @@ hash heads trained contrastively on its output.
 Needs dense text features (CLIP text embeddings: ``cfrh-cache features --text-encoder …``, then
 ``cfrh-train --text TAG``); a bag of words is refused.
 
+What the code does that one might expect it not to, checked by running it: its transformer
+(``batch_first=False``, fed ``tokens.unsqueeze(0)``) sees each item as a sequence of *one*
+token, so despite appearances no item attends to another, in training or at evaluation (an
+item's output is the same in any batch); we keep that one-token form. Its query and database
+loaders drop the last partial batch (``drop_last=True``), which silently leaves items out of
+the evaluation; here every query and database item is hashed.
+
 Deviations, and why:
-- **no attention across items**: the code feeds a batch as *one sequence*, so each item attends
-  to the other items of its batch, in training and at evaluation (a code then depends on the
-  evaluation batch, and the last partial batch is dropped: ``drop_last`` also drops queries
-  and database items). Here an item is a sequence of its own; every query and every database
-  item is hashed, alone;
 - **one modality per query**: the code hashes every query and database item from its image
   *and* its text, which makes "image → text" a fused-to-fused search. A cross-modal query has
   one modality, so a code here comes from one side of the token with the other side empty
@@ -68,6 +70,8 @@ class HashMlp(nn.Module):
 
 
 class UCMFH(Method):
+    needs_dense_text = True
+
     def __init__(self, config: dict, dim_img: int, dim_txt: int, text_kind: str = "bow"):
         super().__init__()
         if text_kind != "dense":
