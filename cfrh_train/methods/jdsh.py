@@ -64,10 +64,10 @@ class JDSH(TwoTower):
             log.warning("jdsh: the DSDW thresholds (%.3g, %.3g) lie outside the training similarities "
                         "[%.3g, %.3g]: no pair is re-weighted; use dsdw_fit=shares", t["left"], t["right"], t["lo"], t["hi"])
 
-    def affinity(self, img: torch.Tensor, txt: torch.Tensor, joint: torch.Tensor | None = None) -> torch.Tensor:
-        """μ·DSDW(S') of a batch (``joint``: its S', when already computed)."""
+    def affinity(self, joint: torch.Tensor) -> torch.Tensor:
+        """μ·DSDW(S'): the target, from a batch's joint-modal similarity S'."""
         c = self.config
-        s = self.joint(img, txt) if joint is None else joint
+        s = joint
         if c["dsdw"]:
             left, right, lo, hi = self.thresholds.tolist()
             s = dsdw(s, left, right, lo, hi, c["dsdw_l1"], c["dsdw_l2"])
@@ -76,7 +76,7 @@ class JDSH(TwoTower):
     def loss(self, img: torch.Tensor, txt: torch.Tensor, index: torch.Tensor | None = None) -> dict:
         with torch.no_grad():
             joint = self.joint(img, txt)
-            s = self.affinity(img, txt, joint)
+            s = self.affinity(joint)
         code_i, code_t = self.codes(img, txt)
         terms = jdsh_loss(code_i, code_t, s, self.config["intra"])
         if self.config["dsdw"]:  # logged, not optimised: how much of the batch DSDW re-weighted
