@@ -9,7 +9,8 @@ needs and nothing training needs:
 
 A text query becomes a BoW through the cache's vocabulary; an image query goes through the same
 open_clip encoder and transform as the cache. Search is a Hamming top-k with ties by row
-(``hamming_topk``: no sort, two passes over the codes, the queries in parallel).
+(``hamming_topk``: no sort, one pass over the codes in tiles shared by blocks of queries,
+the blocks in parallel).
 Re-ranking takes the Hamming top-R and orders it by a finer score: for an image query, the
 cosine of CLIP features (query image against each candidate pair's image); for a text query,
 the asymmetric inner product of the query's real-valued code with the candidates' binary codes.
@@ -28,7 +29,7 @@ import torch
 from cfrh.codes import pack_codes
 from cfrh.errors import CacheError, ConfigError, DataError
 from cfrh.fsio import atomic_write, atomic_write_json, now
-from cfrh_train.kernels import topk_scan
+from cfrh_train.kernels import query_block, topk_scan
 
 MODEL = "model.safetensors"  # tensors only: loading an index never unpickles anything
 MODALITIES = ("image", "text")
@@ -40,7 +41,8 @@ def hamming_topk(q_words: np.ndarray, db_words: np.ndarray, n_bits: int, k: int)
     if q_words.shape[1] != db_words.shape[1]:
         raise ValueError(f"query codes have {q_words.shape[1]} words, database codes {db_words.shape[1]}")
     k = min(k, db_words.shape[0])
-    return topk_scan(np.ascontiguousarray(q_words), np.ascontiguousarray(db_words), n_bits, k)
+    return topk_scan(np.ascontiguousarray(q_words), np.ascontiguousarray(db_words), n_bits, k,
+                     query_block(q_words.shape[0]))
 
 
 @dataclass(frozen=True)

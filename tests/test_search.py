@@ -195,3 +195,19 @@ def test_topk_with_heavy_ties_equals_a_stable_sort():
     want_ids, want_d = brute_force(q, db, 1500)
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_array_equal(dists, want_d)
+
+
+@pytest.mark.parametrize("bits,n_query,k", [(32, 70, 50), (64, 33, 7), (128, 5, 20), (200, 40, 60)])
+def test_topk_over_many_tiles_and_query_blocks_equals_a_stable_sort(bits, n_query, k):
+    """A database of several tiles (one partial), query blocks with a partial last one, codes of
+    1 to 4 words; exact copies of some queries, so the threshold reaches 0 with k items kept."""
+    from cfrh_train.kernels import TILE
+    rng = np.random.default_rng(bits + n_query)
+    q = np.where(rng.random((n_query, bits)) < 0.5, 1, -1).astype(np.int8)
+    db = np.where(rng.random((3 * TILE + 77, bits)) < 0.5, 1, -1).astype(np.int8)
+    db[rng.choice(db.shape[0], k + 3, replace=False)] = q[0]  # query 0: more than k items at distance 0
+    ids, dists = hamming_topk(pack_codes(q), pack_codes(db), bits, k)
+    want_ids, want_d = brute_force(q, db, k)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(dists, want_d)
+    assert (dists[0] == 0).all()
