@@ -19,10 +19,13 @@ VARIANTS = {  # name → config overrides on the full model (a base config, e.g.
     "− paired-code cosine": {"w_pair": 0.0},
     "− reconstruction (φ = 0)": {"phi": 0.0},
     "− joint affinity S_IT (η = 0)": {"eta": 0.0},
+    "S from the image alone (γ = η = 0)": {"gamma": 0.0, "eta": 0.0},
+    "S from the text alone (β = η = 0)": {"beta": 0.0, "eta": 0.0},
     "− image centring": {"center_features": False},
     "− text centring (dense text)": {"center_text": False},
     "affinity map swapped (cos ↔ 2cos−1)": {"affinity_map": "swap"},
     "BoW target: counts instead of binary": {"bow_target": "counts"},
+    "+ quantisation term (λ = 0.1)": {"lam": 0.1},
 }
 
 

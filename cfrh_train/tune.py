@@ -147,12 +147,18 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
 
 def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir, base: dict, space: dict,
             trials: int, wall_s: float, storage: str) -> dict:
-    """best.json, plots, and the test queries of the chosen config scored once (summary.json)."""
+    """best.json, plots, and the test queries of the chosen config scored once (summary.json).
+
+    The budget is exact: a study that already holds more finished trials (one tuned further
+    before) is judged on its first ``trials`` of them, which are the trials a study of that
+    budget runs, since trial 0 and the sampler's seed are the same."""
     import optuna
 
     from cfrh_train.config import merge
     from cfrh_train.train import train
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    finished = sorted((t for t in study.trials if t.state in done), key=lambda t: t.number)[:trials]
+    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise ConfigError(f"{folder}: no trial finished (all pruned or failed); give more --trials or --timeout")
     best = max(complete, key=lambda t: (t.value, -t.number))
@@ -166,7 +172,6 @@ def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir
     else:
         final = train(merge(base, params, "best.json"), cache_dir, dataset, progress=False)
         test_metrics = final["result"]["metrics"]
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     summary = {"dataset": dataset, "method": method, "bits": bits, "seed": base["seed"], "trials": len(finished),
                "budget": trials, "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in finished),
                "best_trial": best.number, "best_val_map": best.value, "best_params": params,

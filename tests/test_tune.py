@@ -167,3 +167,21 @@ def test_parallel_workers_share_one_study_and_keep_its_budget(synth_cache, tmp_p
     summary = tune("synth", "cfrh", 8, 3, synth_cache.parent, tmp_path / "runs", jobs=2,
                    space_file=tiny_space(tmp_path))
     assert summary["trials"] == 3 and summary["budget"] == 3
+
+
+def test_a_study_tuned_further_still_serves_a_smaller_budget_exactly(synth_cache, tmp_path):
+    """make table TUNED=3 after a 5-trial study: judged on the study's first 3 trials, which are
+    the trials a 3-trial study runs (same trial 0, same sampler seed)."""
+    import optuna
+
+    from cfrh_train.tune import tune
+    space = tiny_space(tmp_path)
+    three = tune("synth", "cfrh", 8, 3, synth_cache.parent, tmp_path / "a", space_file=space)
+    tune("synth", "cfrh", 8, 5, synth_cache.parent, tmp_path / "b", space_file=space)
+    again = tune("synth", "cfrh", 8, 3, synth_cache.parent, tmp_path / "b", space_file=space)
+    storage = f"sqlite:///{tmp_path / 'b' / 'tune' / 'synth' / 'cfrh' / '8bit' / 'study.db'}"
+    trials = optuna.load_study(study_name="synth-cfrh-8bit-seed0", storage=storage).trials
+    assert len(trials) == 5 and again["trials"] == 3
+    first = [t for t in trials[:3] if t.value is not None]
+    assert again["best_val_map"] == max(t.value for t in first)
+    assert again["best_params"] == three["best_params"] and again["best_val_map"] == three["best_val_map"]
