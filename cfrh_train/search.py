@@ -40,6 +40,8 @@ def hamming_topk(q_words: np.ndarray, db_words: np.ndarray, n_bits: int, k: int)
     q_words, db_words = np.atleast_2d(q_words), np.atleast_2d(db_words)
     if q_words.shape[1] != db_words.shape[1]:
         raise ValueError(f"query codes have {q_words.shape[1]} words, database codes {db_words.shape[1]}")
+    if n_bits > 65535:  # the kernel keeps distances in 16 bits
+        raise ValueError(f"codes of {n_bits} bits: the top-k kernel takes up to 65,535")
     k = min(k, db_words.shape[0])
     return topk_scan(np.ascontiguousarray(q_words), np.ascontiguousarray(db_words), n_bits, k,
                      query_block(q_words.shape[0]))
