@@ -150,8 +150,9 @@ def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir
     """best.json, plots, and the test queries of the chosen config scored once (summary.json).
 
     The budget is exact: a study that already holds more finished trials (one tuned further
-    before) is judged on its first ``trials`` of them, which are the trials a study of that
-    budget runs, since trial 0 and the sampler's seed are the same."""
+    before) is judged on its first ``trials`` of them by number. With one worker these are the
+    very trials a study of that budget runs (the same trial 0 and sampler seed); with ``--jobs``
+    they are the first ones the workers started."""
     import optuna
 
     from cfrh_train.config import merge
