@@ -24,6 +24,7 @@ import argparse
 import json
 import platform
 import resource
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -176,6 +177,7 @@ def bench_ann(sizes=(1_000_000, 10_000_000), bits=64, n_query=500, k=50, centres
                              "queries_per_s": round(n_query / search_s, 1),
                              "recall@50": round(float(hits.mean() / k), 4),
                              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # the 10 M rows take long
             del index
     return rows
 

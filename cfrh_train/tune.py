@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 from cfrh.errors import ConfigError
@@ -31,7 +30,12 @@ class BudgetSpent(Exception):
 
 
 def search_space(method: str, path: str | Path | None = None) -> dict:
-    """The method's space: name → {type: float|int|categorical, low, high, log, step, choices}."""
+    """The method's space: name → {type: float|int|categorical, low, high, log, step, choices}.
+
+    A float or int may carry ``"off": value``: a switch (Optuna's conditional parameter
+    ``<name>:on``) that either sets the key to that value or samples it from the range. A term a
+    sampler would otherwise almost never turn fully off (η = 0 out of [0, 1]) is then one of
+    two equally likely choices."""
     from cfrh_train.config import defaults
     path = Path(path) if path else SEARCH / f"{method}.json"
     if not path.is_file():
@@ -43,22 +47,23 @@ def search_space(method: str, path: str | Path | None = None) -> dict:
             raise ConfigError(f"{path}: {key!r} is not a key of method {method!r}")
         if spec.get("type") not in ("float", "int", "categorical"):
             raise ConfigError(f"{path}: {key!r} needs type float, int or categorical")
+        if "off" in spec and spec["type"] == "categorical":
+            raise ConfigError(f"{path}: {key!r}: 'off' is for float and int ranges; add the value to choices")
     return space
 
 
 def suggest(trial, space: dict) -> dict:
     """One point of the space, as config overrides."""
-    out = {}
     for key, spec in space.items():
+        if "off" in spec and not trial.suggest_categorical(f"{key}:on", [True, False]):
+            continue
         if spec["type"] == "float":
-            out[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False))
+            trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False))
         elif spec["type"] == "int":
-            out[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1))
-        else:
-            choices = [json.dumps(c) if isinstance(c, list) else c for c in spec["choices"]]
-            picked = trial.suggest_categorical(key, choices)
-            out[key] = json.loads(picked) if isinstance(picked, str) and picked.startswith("[") else picked
-    return out
+            trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1))
+        else:  # Optuna's choices are scalars: a list (layer widths) travels as its JSON text
+            trial.suggest_categorical(key, [json.dumps(c) if isinstance(c, list) else c for c in spec["choices"]])
+    return _decoded(trial.params, space)
 
 
 def study_dir(runs_dir: str | Path, dataset: str, method: str, bits: int) -> Path:
@@ -76,6 +81,10 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
     if trials < 1 or jobs < 1:
         raise ConfigError(f"--trials {trials} --jobs {jobs}: expected positive numbers")
     folder = study_dir(runs_dir, dataset, method, bits)
+    summary_path = folder / "summary.json"
+    if summary_path.is_file() and json.loads(summary_path.read_text()).get("seed", seed) != seed:
+        raise ConfigError(f"{summary_path}: holds the study of seed {json.loads(summary_path.read_text())['seed']}; "
+                          f"tune seed {seed} under another --runs-dir (its best.json would be overwritten)")
     folder.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
     base = load(dataset, None, {"method": method, "bits": bits, "seed": seed, "device": device})
@@ -86,7 +95,6 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
     if not study.trials:  # trial 0: the untouched default config (it may lie outside the space)
         study.enqueue_trial({}, user_attrs={"default": True})
-    t0 = time.perf_counter()
     if jobs == 1:
         _optimize(storage, name, dataset, cache_dir, base, space, trials, timeout, seed, threads=None)
     else:
@@ -100,8 +108,7 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
         for w in workers:
             w.join()
     study = optuna.load_study(study_name=name, storage=storage)
-    return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, time.perf_counter() - t0,
-                   storage)
+    return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, storage)
 
 
 def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, space: dict, trials: int,
@@ -146,7 +153,7 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
 
 
 def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir, base: dict, space: dict,
-            trials: int, wall_s: float, storage: str) -> dict:
+            trials: int, storage: str) -> dict:
     """best.json, plots, and the test queries of the chosen config scored once (summary.json).
 
     The budget is exact: a study that already holds more finished trials (one tuned further
@@ -179,16 +186,32 @@ def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir
                "default_val_map": default.value if default is not None and default.value is not None else None,
                "objective": f"validation mAP@{base['topk']} (mean of I→T and T→I), validation split only",
                "test_metrics": test_metrics, "test_scored": "once, for the chosen config",
-               "trials_per_hour": round(3600 * len(finished) / max(wall_s, 1e-9), 1) if wall_s > 1 else None,
+               "trials_per_hour": _per_hour(finished),
                "space": space, "storage": storage}
     atomic_write_json(summary_path, summary)
     _plots(study, folder)
     return summary
 
 
+def _per_hour(trials: list) -> float | None:
+    """Trials per hour of one worker, from the trials' own run times: a study resumed after a
+    kill counts all its trials, not only the last call's."""
+    seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                  if t.datetime_start and t.datetime_complete)
+    return round(3600 * len(trials) / seconds, 1) if seconds > 0 else None
+
+
 def _decoded(params: dict, space: dict) -> dict:
-    return {k: json.loads(v) if space.get(k, {}).get("type") == "categorical" and isinstance(v, str)
-            and v.startswith("[") else v for k, v in params.items()}
+    """A trial's Optuna parameters as config overrides (lists decoded, switches applied)."""
+    out = {}
+    for key, spec in space.items():
+        if "off" in spec and params.get(f"{key}:on") is False:
+            out[key] = spec["off"]
+        elif key in params:
+            v = params[key]
+            listed = spec["type"] == "categorical" and isinstance(v, str) and v.startswith("[")
+            out[key] = json.loads(v) if listed else v
+    return out
 
 
 def _plots(study, folder: Path) -> None:

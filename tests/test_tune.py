@@ -16,6 +16,7 @@ def tiny_space(tmp_path):
              "lr_txt": {"type": "float", "low": 0.001, "high": 0.05, "log": True},
              "beta": {"type": "float", "low": 0.0, "high": 1.0},
              "gamma": {"type": "float", "low": 0.0, "high": 1.0},
+             "eta": {"type": "float", "low": 0.1, "high": 1.0, "off": 0.0},
              "hidden": {"type": "categorical", "choices": [32, 64]}}
     path = tmp_path / "space.json"
     path.write_text(json.dumps(space))
@@ -53,6 +54,7 @@ def test_a_study_beats_the_default_on_validation_and_scores_the_test_queries_onc
     assert {p.name for p in folder.iterdir()} >= {"study.db", "best.json", "summary.json", "history.png"}
     best = load("synth", folder / "best.json", {"bits": 16, "device": "cpu"})  # cfrh-train --config takes it as is
     assert best["lr_img"] == summary["best_params"]["lr_img"] and best["method"] == "cfrh"
+    assert set(json.loads((folder / "best.json").read_text())) == {"method", *json.loads(tiny_space(tmp_path).read_text())}
     again = train(best, synth_cache.parent, "synth", progress=False)
     assert again["result"]["selection"]["val_map"] == pytest.approx(summary["best_val_map"])
 
@@ -60,6 +62,7 @@ def test_a_study_beats_the_default_on_validation_and_scores_the_test_queries_onc
 def test_a_killed_study_resumes_with_its_finished_trials(synth_cache, tmp_path, monkeypatch):
     import optuna
 
+    from cfrh.errors import ConfigError
     from cfrh_train import tune as tune_module
     space = tiny_space(tmp_path)
     original = tune_module._finish
@@ -74,6 +77,13 @@ def test_a_killed_study_resumes_with_its_finished_trials(synth_cache, tmp_path, 
     after = optuna.load_study(study_name="synth-cfrh-8bit-seed0", storage=storage)
     assert summary["trials"] == 5 and len(after.trials) == 5  # two new trials, the first three kept
     assert [t.params for t in after.trials[:3]] == before
+    spent = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in after.trials)
+    assert summary["trials_per_hour"] == pytest.approx(3600 * 5 / spent, rel=0.01)  # all five, not this call's two
+    folder = tmp_path / "runs" / "tune" / "synth" / "cfrh" / "8bit"
+    best = (folder / "best.json").read_text()
+    with pytest.raises(ConfigError, match="holds the study of seed 0; tune seed 1 under another --runs-dir"):
+        tune_module.tune("synth", "cfrh", 8, 5, synth_cache.parent, tmp_path / "runs", seed=1, space_file=space)
+    assert (folder / "best.json").read_text() == best
 
 
 def test_search_spaces_are_data_and_checked(tmp_path):
@@ -86,6 +96,28 @@ def test_search_spaces_are_data_and_checked(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"nope": {"type": "float", "low": 0, "high": 1}}))
     with pytest.raises(ConfigError, match="'nope' is not a key of method 'cfrh'"):
+        search_space("cfrh", bad)
+
+
+def test_an_off_switch_turns_a_term_fully_off_or_samples_its_range(tmp_path):
+    import optuna
+
+    from cfrh.errors import ConfigError
+    from cfrh_train.tune import search_space, suggest
+    space = {"eta": {"type": "float", "low": 0.1, "high": 1.0, "off": 0.0},
+             "img_hidden": {"type": "categorical", "choices": [[1024], [4096]]}}
+    off = suggest(optuna.trial.FixedTrial({"eta:on": False, "img_hidden": "[4096]"}), space)
+    assert off == {"eta": 0.0, "img_hidden": [4096]}  # the off value although the range starts at 0.1
+    on = suggest(optuna.trial.FixedTrial({"eta:on": True, "eta": 0.25, "img_hidden": "[1024]"}), space)
+    assert on == {"eta": 0.25, "img_hidden": [1024]}
+    # a study samples both branches, and the off branch sets the value exactly
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = []
+    study.optimize(lambda t: seen.append(suggest(t, space)["eta"]) or 0.0, n_trials=40)
+    assert 0.0 in seen and any(0.1 <= v <= 1.0 for v in seen) and all(v == 0.0 or v >= 0.1 for v in seen)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hidden": {"type": "categorical", "choices": [512], "off": 1024}}))
+    with pytest.raises(ConfigError, match="'hidden': 'off' is for float and int ranges"):
         search_space("cfrh", bad)
 
 
