@@ -13,15 +13,18 @@ its test queries scored once; that and the study's record go to ``summary.json``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 from cfrh.errors import ConfigError
 from cfrh.fsio import atomic_write_json
 
 SEARCH = Path(__file__).parent / "configs" / "search"
+HEARTBEAT_S, GRACE_S = 30, 120  # a RUNNING trial silent for GRACE_S is a killed worker's: failed, not counted
 log = logging.getLogger(__name__)
 
 
@@ -90,10 +93,13 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
     base = load(dataset, None, {"method": method, "bits": bits, "seed": seed, "device": device})
     space = search_space(method, space_file)
     name = f"{dataset}-{method}-{bits}bit-seed{seed}"
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+    study = optuna.create_study(study_name=name, storage=_storage(storage), direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
-    if not study.trials:  # trial 0: the untouched default config (it may lie outside the space)
+    with _experimental():
+        optuna.storages.fail_stale_trials(study)  # a killed worker's trial, before it is taken for alive
+    if not any(t.user_attrs.get("default") and t.state != optuna.trial.TrialState.FAIL for t in study.trials):
+        # trial 0: the untouched default config (it may lie outside the space); again if its worker was killed
         study.enqueue_trial({}, user_attrs={"default": True})
     if jobs == 1:
         _optimize(storage, name, dataset, cache_dir, base, space, trials, timeout, seed, threads=None)
@@ -107,8 +113,26 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
             w.start()
         for w in workers:
             w.join()
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=_storage(storage))
     return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, storage)
+
+
+def _storage(url: str):
+    """The study's database with Optuna's heartbeat: a trial whose worker was killed (left
+    RUNNING) is failed once silent for GRACE_S, so it neither holds a place in the budget
+    nor counts as finished when the study is resumed."""
+    import optuna
+    with _experimental():
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+
+
+@contextlib.contextmanager
+def _experimental():
+    """Optuna marks its heartbeat experimental (a warning at every use); we rely on it knowingly."""
+    import optuna
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, space: dict, trials: int,
@@ -123,7 +147,7 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
     if threads:
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=name, storage=storage,
+    study = optuna.load_study(study_name=name, storage=_storage(storage),
                               sampler=optuna.samplers.TPESampler(seed=seed),
                               pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
     data = load_cache(cache_dir, dataset, base["encoder"], base["text"], base["method"])
@@ -170,7 +194,7 @@ def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir
     if not complete:
         raise ConfigError(f"{folder}: no trial finished (all pruned or failed); give more --trials or --timeout")
     best = max(complete, key=lambda t: (t.value, -t.number))
-    default = next((t for t in study.trials if t.user_attrs.get("default")), None)
+    default = next((t for t in finished if t.user_attrs.get("default")), None)
     params = {k: v for k, v in merge(base, _decoded(best.params, space), "best trial").items() if k in space}
     atomic_write_json(folder / "best.json", {"method": method, **params})
     summary_path = folder / "summary.json"
@@ -216,8 +240,6 @@ def _decoded(params: dict, space: dict) -> dict:
 
 def _plots(study, folder: Path) -> None:
     """Optuna's own matplotlib figures: the optimisation history and the parameter importances."""
-    import warnings
-
     import optuna
     from optuna.visualization import matplotlib as ovm
 

@@ -86,6 +86,33 @@ def test_a_killed_study_resumes_with_its_finished_trials(synth_cache, tmp_path, 
     assert (folder / "best.json").read_text() == best
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test's own ask() plays the killed worker
+def test_a_killed_workers_running_trial_is_failed_and_the_budget_still_met(synth_cache, tmp_path, monkeypatch):
+    import time
+
+    import optuna
+
+    from cfrh_train import tune as tune_module
+    monkeypatch.setattr(tune_module, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune_module, "GRACE_S", 1)
+    folder = tmp_path / "runs" / "tune" / "synth" / "cfrh" / "8bit"
+    folder.mkdir(parents=True)
+    url = f"sqlite:///{(folder / 'study.db').resolve()}"
+    study = optuna.create_study(study_name="synth-cfrh-8bit-seed0", storage=tune_module._storage(url),
+                                direction="maximize")
+    study.enqueue_trial({}, user_attrs={"default": True})
+    killed = study.ask()  # a worker took the default trial, beat once and died
+    study._storage.record_heartbeat(killed._trial_id)
+    time.sleep(2.5)
+    summary = tune_module.tune("synth", "cfrh", 8, 3, synth_cache.parent, tmp_path / "runs", space_file=tiny_space(tmp_path))
+    trials = optuna.load_study(study_name="synth-cfrh-8bit-seed0", storage=url).trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert summary["trials"] == len(finished) == 3
+    assert summary["default_val_map"] is not None  # the default, enqueued again, was measured
+    assert sum(bool(t.user_attrs.get("default")) for t in finished) == 1
+
+
 def test_search_spaces_are_data_and_checked(tmp_path):
     from cfrh.errors import ConfigError
     from cfrh_train.methods import METHODS
