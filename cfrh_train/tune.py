@@ -85,9 +85,10 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
         raise ConfigError(f"--trials {trials} --jobs {jobs}: expected positive numbers")
     folder = study_dir(runs_dir, dataset, method, bits)
     summary_path = folder / "summary.json"
-    if summary_path.is_file() and json.loads(summary_path.read_text()).get("seed", seed) != seed:
-        raise ConfigError(f"{summary_path}: holds the study of seed {json.loads(summary_path.read_text())['seed']}; "
-                          f"tune seed {seed} under another --runs-dir (its best.json would be overwritten)")
+    held = json.loads(summary_path.read_text()).get("seed", seed) if summary_path.is_file() else seed
+    if held != seed:
+        raise ConfigError(f"{summary_path}: holds the study of seed {held}; tune seed {seed} under another "
+                          f"--runs-dir (its best.json would be overwritten)")
     folder.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
     base = load(dataset, None, {"method": method, "bits": bits, "seed": seed, "device": device})
