@@ -94,7 +94,8 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
     base = load(dataset, None, {"method": method, "bits": bits, "seed": seed, "device": device})
     space = search_space(method, space_file)
     name = f"{dataset}-{method}-{bits}bit-seed{seed}"
-    study = optuna.create_study(study_name=name, storage=_storage(storage), direction="maximize", load_if_exists=True,
+    db = _storage(storage)  # one engine for this process; workers open their own
+    study = optuna.create_study(study_name=name, storage=db, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
     with _experimental():
@@ -114,7 +115,7 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
             w.start()
         for w in workers:
             w.join()
-    study = optuna.load_study(study_name=name, storage=_storage(storage))
+    study = optuna.load_study(study_name=name, storage=db)
     return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, storage)
 
 
