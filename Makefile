@@ -1,4 +1,5 @@
-# The front door. `make demo` runs the whole offline demo; `make test` sets up and runs the tests.
+# The front door. `make demo` runs the whole offline demo; `make test` sets up and runs the tests
+# (`make test-fast`: all but the `slow` ones); `make docs` builds the documentation site strictly.
 # `make demo TEXT_EMBEDDINGS=1` also embeds the texts with CLIP's text tower, which gives UCMFH its rows.
 SHELL := /bin/bash
 VENV ?= .venv
@@ -21,15 +22,15 @@ SKIP_TORCH ?= 0
 TEXT_EMBEDDINGS ?= 0
 TEXT_FLAG := $(if $(filter 1,$(TEXT_EMBEDDINGS)),--text-encoder,)
 
-.PHONY: setup features train table tune demo bench test clean-demo
+.PHONY: setup features train table tune demo bench test test-fast docs clean-demo
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements-torch.txt cfrh_cache/__init__.py cfrh_train/__init__.py
+$(VENV)/.installed: pyproject.toml requirements-torch.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	if [ "$(SKIP_TORCH)" != 1 ]; then $(PY) -m pip install -q -r requirements-torch.txt; fi
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
 	touch $@
 
 # make features DATASET=nuswide DATA=/data/nus   (DATA: the folder with the dataset's files)
@@ -47,13 +48,14 @@ train: setup
 	    --cache-dir $(CACHE) --runs-dir $(RUNS) || exit 1; done; done
 
 # make table [DATASETS="mirflickr nuswide"] [BITS="16 32 64 128"] [SEEDS="0 1 2"] [METHODS="cfrh jdsh …"]
+#            (METHODS: every method but the random floor unless named)
 #            [ENCODERS="ViT-B-32__openai ViT-L-14__openai"]  (backbones cached side by side)
 #            [RERANK=500]  (also what re-ranking the Hamming top-500 adds to mAP@50, and its cost)
 #            [EXAMPLES=3]  (also a figure of 3 seeded test queries and every method's top hits)
 #            [TUNED=30]  (also rows tuned on validation with the same 30-trial budget per method)
 # trains what is missing (finished runs with the same config are reused), writes runs/table.md, .tex, figures/
 DATASETS ?=
-METHODS ?= cfrh jdsh djsrh dgcpn ucch ccah ucmfh lsh
+METHODS ?=
 ENCODERS ?=
 RERANK ?= 0
 EXAMPLES ?= 0
@@ -89,6 +91,12 @@ bench: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 clean-demo:
 	rm -rf data/synth $(CACHE)/synth $(RUNS)/synth

@@ -32,26 +32,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from baselines import calculate_top_map, mirflickr_shaped_cache, peer_style, structured_codes
 from rich.console import Console
 from rich.table import Table
 
-
-def calculate_top_map(qB, rB, qL, rL, topk):
-    """The DJSRH lineage's per-query loop (numpy argsort), as peers run it."""
-    total = 0.0
-    for i in range(qB.shape[0]):
-        gnd = (qL[i] @ rL.T > 0).astype(np.float32)
-        hamm = 0.5 * (qB.shape[1] - qB[i] @ rB.T)
-        tgnd = gnd[np.argsort(hamm)][:topk]
-        tsum = int(tgnd.sum())
-        if tsum:
-            count = np.linspace(1, tsum, tsum)
-            total += np.mean(count / (np.asarray(np.where(tgnd == 1)) + 1.0))
-    return total / qB.shape[0]
+from cfrh.codes import pack_codes
+from cfrh.encoders import load_encoder
+from cfrh_cache.pipeline import FeatureOptions, build_features
+from cfrh_cache.readers.synth import make_synth
+from cfrh_search import ann
+from cfrh_search.topk import hamming_topk
+from cfrh_train.config import load
+from cfrh_train.methods import build
+from cfrh_train.methods.nets import sgd
+from cfrh_train.metrics import evaluate
+from cfrh_train.train import train
+from cfrh_train.tune import tune
 
 
 def bench_eval(bits_list, n_query=2000, n_db=184577, classes=10):
-    from cfrh_train.metrics import evaluate
     rng = np.random.default_rng(0)
     ql = (rng.random((n_query, classes)) < 0.2).astype(np.uint8)
     dl = (rng.random((n_db, classes)) < 0.2).astype(np.uint8)
@@ -83,7 +82,6 @@ def bench_eval(bits_list, n_query=2000, n_db=184577, classes=10):
 def bench_search(sizes=(184577, 1_000_000), bits_list=(32, 64, 128), n_query=1000, k=50, repeats=3):
     """Hamming top-k queries/s over packed codes, ours vs faiss ``IndexBinaryFlat`` when installed
     (best of ``repeats`` interleaved runs each)."""
-    from cfrh_train.search import hamming_topk, pack_codes
     try:
         import faiss
     except ImportError:
@@ -120,26 +118,12 @@ def bench_search(sizes=(184577, 1_000_000), bits_list=(32, 64, 128), n_query=100
     return rows
 
 
-def structured_codes(n: int, bits: int, centres: int, flip: float, rng) -> np.ndarray:
-    """±1 codes from a few thousand centres with bit noise: clustered, as trained codes are."""
-    c = rng.random((centres, bits)) < 0.5
-    out = np.empty((n, bits), np.int8)
-    for start in range(0, n, 1_000_000):  # in slabs: 10 M × 64 bools at once would be 640 MB
-        stop = min(n, start + 1_000_000)
-        drawn = c[rng.integers(0, centres, stop - start)] ^ (rng.random((stop - start, bits)) < flip)
-        out[start:stop] = np.where(drawn, 1, -1)
-    return out
-
-
 def bench_ann(sizes=(1_000_000, 10_000_000), bits=64, n_query=500, k=50, centres=4000, flip=0.1):
     """Queries/s and recall@50 (by distance: items as near as the exact 50th) of each index."""
     try:
         import faiss
     except ImportError:
         return [{"ann": "faiss-cpu not installed (optional: pip install 'cfrh[ann]')"}]
-    from cfrh.codes import pack_codes
-    from cfrh_train import ann
-    from cfrh_train.search import hamming_topk
     hamming_topk(pack_codes(np.ones((1, 8))), pack_codes(np.ones((3, 8))), 8, 2)  # JIT out of the timing
     settings = {"ivf": [{"nprobe": 4}, {"nprobe": 16}, {"nprobe": 64}],
                 "hnsw": [{"ef_search": 32}, {"ef_search": 128}],
@@ -182,27 +166,10 @@ def bench_ann(sizes=(1_000_000, 10_000_000), bits=64, n_query=500, k=50, centres
     return rows
 
 
-def peer_style(method: torch.nn.Module) -> torch.nn.Module:
-    """The same function as peer code computes it: every ``BowLinear`` back to a dense ``nn.Linear``."""
-    from cfrh_train.methods.nets import BowLinear
-    for module in list(method.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, BowLinear):
-                dense = torch.nn.Linear(*child.weight.shape)
-                with torch.no_grad():
-                    dense.weight.copy_(child.weight.t())
-                    dense.bias.copy_(child.bias)
-                setattr(module, name, dense)
-    return method
-
-
 def bench_trainer(n=5000, dim=512, vocab=1386, bits=32, words=10):
     """One CFRH epoch (default config, MIRFlickr shapes) three ways, same model function and loss:
     ours; our loop on peer-style layers (dense BoW product, unfused SGD); and peer code (that,
     fed by a per-item DataLoader). Ratios: whole (peer / ours) and loop only."""
-    from cfrh_train.config import load
-    from cfrh_train.methods import build
-    from cfrh_train.methods.nets import sgd
     rng = np.random.default_rng(0)
     img = torch.from_numpy(rng.normal(size=(n, dim)).astype(np.float32))
     txt = torch.from_numpy((rng.random((n, vocab)) < words / vocab).astype(np.float32))
@@ -254,33 +221,8 @@ def bench_trainer(n=5000, dim=512, vocab=1386, bits=32, words=10):
             "speedup_loop_only": round(best["peer"] / best["peer_layers"], 2)}
 
 
-def mirflickr_shaped_cache(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A cache of MIRFlickr's shapes (20,015 rows, 512-d features, 1,386-word texts of ~10 words,
-    24 labels) whose features carry the labels; returns (image, text)."""
-    from cfrh_cache.splits import make_split
-    from cfrh_cache.store import Cache
-    rng = np.random.default_rng(0)
-    n, classes, dim, vocab = 20015, 24, 512, 1386
-    labels = (rng.random((n, classes)) < 0.12).astype(np.uint8)
-    labels[labels.sum(1) == 0, 0] = 1
-    # texts of ~10 words: MIRFlickr images carry ~9 tags (Huiskes & Lew, 2008), fewer in its vocabulary
-    centres_i, centres_t = rng.normal(size=(classes, dim)), rng.random((classes, vocab)) < 0.0025
-    image = (labels @ centres_i + rng.normal(scale=2.0, size=(n, dim))).astype(np.float16)
-    text = ((labels @ centres_t) > 0) | (rng.random((n, vocab)) < 0.002)
-    cache = Cache.create(root / "mirflickr", "mirflickr", n)
-    cache.write("labels", labels)
-    cache.write_text(text.astype(np.uint8), "bow", {})
-    split = make_split(labels, "mirflickr", "djsrh", 0)
-    for key in ("query", "database", "train", "val"):
-        cache.write(f"split/{key}", getattr(split, key))
-    cache.update_attrs(split=split.describe())
-    cache.write("image/synthetic__none", image)
-    return image, text
-
-
 def bench_tune(trials: int = 10):
     """A study of CFRH at MIRFlickr scale (its default search space, pruning on): trials per hour."""
-    from cfrh_train.tune import tune
     with tempfile.TemporaryDirectory() as tmp:
         mirflickr_shaped_cache(Path(tmp))
         t = time.perf_counter()
@@ -294,8 +236,6 @@ def bench_tune(trials: int = 10):
 
 def bench_stage2(bits_list, epochs=None):
     """Train + evaluate at MIRFlickr scale (20,015 rows: 5,000 train, 18,015 database, 2,000 queries)."""
-    from cfrh_train.config import load
-    from cfrh_train.train import train
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         image, text = mirflickr_shaped_cache(Path(tmp))
@@ -320,9 +260,6 @@ def bench_stage2(bits_list, epochs=None):
 
 def bench_stage1(model: str, n: int, batch: int, workers: int):
     """Pipeline images/s vs bare forward on the same model, batch and device."""
-    from cfrh.encoders import load_encoder
-    from cfrh_cache.pipeline import FeatureOptions, build_features
-    from cfrh_cache.readers.synth import make_synth
     with tempfile.TemporaryDirectory() as tmp:
         data = make_synth(Path(tmp) / "d", n=n, n_labels=8, seed=0)
         encoder = load_encoder(model, "none", "auto", 0)

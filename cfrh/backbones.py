@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from cfrh.errors import ConfigError, WeightsUnavailable
@@ -103,7 +104,6 @@ def build_classic(model: str, pretrained: str | None, seed: int) -> tuple[nn.Mod
 
 def _load_state(path: str | Path) -> dict:
     if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:

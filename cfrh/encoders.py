@@ -22,6 +22,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from cfrh.backbones import build_classic, is_classic, tag_of
 from cfrh.devices import resolve_device
 from cfrh.errors import ConfigError, WeightsUnavailable
 from cfrh.fsio import sha256_file
@@ -67,7 +68,6 @@ class Encoder:
 
 
 def encoder_tag(model: str, pretrained: str | None, weights_sha: str | None = None) -> str:
-    from cfrh.backbones import tag_of
     model = tag_of(model)
     if pretrained in (None, "none"):
         return f"{model}__none"
@@ -87,7 +87,6 @@ def load_encoder(model: str = "ViT-B-32", pretrained: str | None = "openai", dev
     ``none`` gives a randomly initialised encoder (seeded, so a resumed run is identical); every
     cache written with it says so in its array name and attributes.
     """
-    from cfrh.backbones import build_classic, is_classic
     if is_classic(model):
         dev = resolve_device(device)
         net, attrs, weights_sha, cfg = build_classic(model, pretrained, seed)

@@ -40,15 +40,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_rgb(path: str | Path, row: int | None = None) -> Image.Image:
-    """Decode one image file; a bad file is a DataError naming it (and its row, where given)."""
+def open_rgb(path: str | Path, row: int | None = None, name: str | None = None) -> Image.Image:
+    """Decode one image file; a bad file is a DataError naming it (``name``: what the user calls
+    it, e.g. an upload's own name, not the temporary file) and its row, where given."""
     of_row = f" of row {row}" if row is not None else ""
+    shown = name or path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 return to_rgb(im)
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: image{of_row} too large to decode safely ({exc}); downscale it first") from exc
+        raise DataError(f"{shown}: image{of_row} too large to decode safely ({exc}); downscale it first") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode image{of_row} ({exc})") from exc
+        raise DataError(f"{shown}: cannot decode image{of_row} ({exc})") from exc

@@ -20,8 +20,10 @@ import numpy as np
 import scipy.sparse
 
 from cfrh.errors import DataError
-from cfrh.matfile import MatFile
+from cfrh.fsio import now, sha256_file
+from cfrh_cache.matfile import MatFile
 from cfrh_cache.readers.base import FeatureRows, Source, as_labels, shipped_text
+from cfrh_cache.store import Cache
 
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -229,8 +231,6 @@ def add_image_features(cache_path: str | Path, image: str, encoder_name: str) ->
     """Precomputed image features of an existing cache's rows, as one more encoder
     (``image/<name>``) beside the ones stage 1 computed: compared by ``--encoder`` and
     ``make table ENCODERS=…``. The rows must be the cache's rows, in its order."""
-    from cfrh.fsio import now, sha256_file
-    from cfrh_cache.store import Cache
     if not TAG.match(encoder_name):
         raise DataError(f"--encoder-name {encoder_name!r}: use letters, digits and . _ + - (it names image/<name>)")
     cache = Cache.open(cache_path, mode="a")

@@ -17,13 +17,13 @@ from cfrh.diffs import first_difference
 from cfrh.errors import CacheError
 from cfrh.fsio import sha256_file
 from cfrh.images import DECODE
+from cfrh_cache.options import FeatureOptions
 from cfrh_cache.readers import Source
 from cfrh_cache.splits import holdout_default
 from cfrh_cache.store import Cache
 
-if TYPE_CHECKING:  # annotations only: provenance needs no torch
+if TYPE_CHECKING:  # an annotation only: provenance needs no torch
     from cfrh.encoders import Encoder
-    from cfrh_cache.pipeline import FeatureOptions
 
 
 def made_from(source: Source, files: list[dict], opts: FeatureOptions, encoder: Encoder) -> dict[str, dict]:

@@ -15,9 +15,14 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 import zarr
+from PIL import Image
+from zarr.codecs import BytesCodec, ZstdCodec
 
-from cfrh.errors import CacheError
+from cfrh import __version__
+from cfrh.errors import CacheError, DataError
 from cfrh.fsio import now
+from cfrh.images import open_rgb
+from cfrh_cache.matfile import MatFile
 
 FORMAT_VERSION = 1  # the layout and the bytes: arrays below, each stored with CODECS
 CHUNK_ROWS = 1024
@@ -25,7 +30,6 @@ CHUNK_ROWS = 1024
 
 def codecs() -> dict:
     """Every array's codecs, set here rather than left to zarr's defaults (which may change)."""
-    from zarr.codecs import BytesCodec, ZstdCodec
     return {"serializer": BytesCodec(endian="little"), "compressors": [ZstdCodec(level=0, checksum=False)]}
 
 
@@ -65,7 +69,6 @@ class Cache:
                 raise CacheError(f"{path}: holds dataset {cache.attrs.get('dataset')!r} with n={cache.attrs.get('n')}, "
                                  f"not {dataset!r} with n={n}; use another --cache-dir or delete it")
             return cache
-        from cfrh import __version__
         group = zarr.open_group(path, mode="a", zarr_format=3)
         group.attrs.update({"dataset": dataset, "n": n, "format_version": FORMAT_VERSION,
                             "cfrh_version": __version__, "created": now()})
@@ -171,7 +174,6 @@ class Cache:
     def row_image(self, row: int):
         """The image of a row as stage 1 saw it: its file, or its row of the image array (None where
         neither can be read any more: a moved dataset, precomputed features)."""
-        from cfrh.thumbnails import row_image
         path = self.read_strings("meta/image_path", [row])[0] if self.has("meta/image_path/offsets") else None
         return row_image(self.attrs.get("images", {}), self.attrs.get("root"), row, path)
 
@@ -267,3 +269,24 @@ class ChunkedArray:
             raise CacheError(f"{self.array.name}: chunks {missing[:10].tolist()} not written; cannot mark complete")
         self.array.attrs.update({**(attrs or {}), "sha256": array_sha256(self.array), "complete": True,
                                  "written": now()})
+
+
+def row_image(place: dict, root: str | None, row: int, path: str | None = None) -> Image.Image | None:
+    """The image of a cache row: its file where the dataset has files, else its row of the image
+    array (``place``: the cache's ``images`` attribute). None where neither can be read any more
+    (a moved dataset, precomputed features): pages and figures then show the row without it."""
+    try:
+        if path:
+            return open_rgb(path, row) if Path(path).is_file() else None
+        if place.get("kind") == "array" and root:
+            file = Path(root) / place["file"]
+            if not file.is_file():
+                return None
+            layout = place.get("layout", "HWCN")
+            with MatFile(file) as mat:
+                block = mat.var(place["key"]).take(layout.index("N"), row, row + 1)
+            order = [layout.index(c) for c in "NHWC"]
+            return Image.fromarray(np.ascontiguousarray(block.transpose(order)[0]).astype(np.uint8), "RGB")
+    except DataError:
+        return None
+    return None

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cfrh.fsio import sha256_file
+from cfrh_cache.provenance import image_files_digest
 from cfrh_cache.store import Cache, array_sha256
 
 
@@ -85,7 +86,6 @@ def verify(path: str | Path, sources: bool = False) -> list[str]:
 
 def _check_image_files(cache: Cache, entry: dict) -> list[str]:
     """Re-hash the image files the cache lists (``meta/image_path``) against their stored digest."""
-    from cfrh_cache.provenance import image_files_digest
     if not cache.has("meta/image_path/offsets"):
         return ["source <image files>: the cache does not list its image paths (older cfrh); cannot re-check"]
     paths = [Path(p) for p in cache.read_strings("meta/image_path")]

@@ -11,6 +11,9 @@ import statistics
 from pathlib import Path
 
 from cfrh.fsio import atomic_write_json, atomic_write_text
+from cfrh_train.config import load, merge
+from cfrh_train.data import load_cache
+from cfrh_train.train import train
 
 VARIANTS = {  # name → config overrides on the full model (a base config, e.g. a best.json, may come first)
     "full model": {},
@@ -32,9 +35,6 @@ VARIANTS = {  # name → config overrides on the full model (a base config, e.g.
 def ablate(dataset: str, bits: int, seeds: list[int], cache_dir: str | Path = "cache", runs_dir: str | Path = "runs",
            config_file: str | Path | None = None, device: str = "cpu") -> dict:
     """Train every variant on every seed, score the validation split only, write the table."""
-    from cfrh_train.config import load, merge
-    from cfrh_train.data import load_cache
-    from cfrh_train.train import train
     base = load(dataset, config_file, {"method": "cfrh", "bits": bits, "device": device})
     data = load_cache(cache_dir, dataset, base["encoder"], base["text"], base["method"])
     k = base["topk"]

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from cfrh.errors import ConfigError
+from cfrh_train.methods import METHODS
 
 CONFIGS = Path(__file__).parent / "configs"
 TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list[int]": list}
@@ -28,7 +29,6 @@ def keys() -> dict[str, dict]:
 
 
 def method_names() -> list[str]:
-    from cfrh_train.methods import METHODS
     return list(METHODS)
 
 

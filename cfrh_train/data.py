@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from cfrh.errors import CacheError
+from cfrh.errors import CacheError, ConfigError
 from cfrh_cache.store import Cache, dense_rows
+from cfrh_train.methods import method_class
 
 
 @dataclass
@@ -57,11 +58,13 @@ def data_inputs(cache: Cache, encoder: str, text: str | None = None) -> dict:
     return {"dataset": cache.attrs.get("dataset"), "arrays": {name: cache.array(name).attrs.get("sha256") for name in read}}
 
 
-def dense_text(cache: Cache, method: str) -> str | None:
-    """The text input a method that trains on dense text alone (UCMFH) takes when none is named:
-    the dataset's own text where it is dense (None), else the cache's first ``text/<tag>``; a
-    cache with neither is a ConfigError that says how to make them."""
-    from cfrh.errors import ConfigError
+def text_input(cache: Cache, method: str, text: str | None) -> str | None:
+    """The text a run reads (the one place this is chosen): ``text`` where named (None: the
+    dataset's own); for a method that trains on dense text alone (UCMFH) and no text named, the
+    dataset's own text where it is dense, else the cache's first ``text/<tag>``; a cache with
+    neither is a ConfigError that says how to make them."""
+    if text is not None or not method_class(method).needs_dense_text:
+        return text
     if cache.text_kind() == "dense":
         return None
     tags = cache.text_encoders()
@@ -75,12 +78,10 @@ def dense_text(cache: Cache, method: str) -> str | None:
 def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None, text: str | None = None,
                method: str | None = None) -> CachedData:
     """The arrays of one run: image features of ``encoder``, the text input ``text`` (None: the
-    dataset's own, or for a ``method`` that needs text embeddings, ``dense_text``), labels and split."""
+    dataset's own, or for a ``method`` that needs text embeddings, ``text_input``'s), labels and split."""
     cache = Cache.open(Path(cache_dir) / dataset)
-    if text is None and method is not None:
-        from cfrh_train.methods import method_class
-        if method_class(method).needs_dense_text:
-            text = dense_text(cache, method)
+    if method is not None:
+        text = text_input(cache, method, text)
     encoder = choose_encoder(cache, encoder)
     labels = cache.read("labels")
     if labels.shape[1] == 0:
@@ -95,3 +96,15 @@ def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None, 
         raise CacheError(f"{cache.path}: {cache.text_name(text)} has NaN/Inf values")
     return CachedData(dataset, encoder, image, words, labels, cache.split(), cache.attrs,
                       data_inputs(cache, encoder, text), cache.text_kind(text), text)
+
+
+def cached_datasets(cache_dir: str | Path) -> list[str]:
+    """Datasets under ``cache_dir`` that have complete image features."""
+    names = []
+    for group in sorted(Path(cache_dir).glob("*/zarr.json")):
+        try:
+            if Cache.open(group.parent).encoders():
+                names.append(group.parent.name)
+        except CacheError:
+            continue
+    return names

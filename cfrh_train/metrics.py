@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from scipy.stats import hypergeom
 
 from cfrh.codes import pack_words, to_bits
 from cfrh_train.kernels import FIELD, MASK, evaluation_scan
@@ -49,7 +50,6 @@ def _expected_precision_sum(n_before, rel_before, m, h, H):
 
 def _tie_avg(hist_all: np.ndarray, hist_rel: np.ndarray, k: int | None, H: np.ndarray) -> np.ndarray:
     """Expected AP@k (DJSRH normalisation; k=None: AP over the whole ranking) per query."""
-    from scipy.stats import hypergeom
     nq, _ = hist_all.shape
     before = np.cumsum(hist_all, 1) - hist_all
     rel_before = np.cumsum(hist_rel, 1) - hist_rel

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-DIRECTIONS = ("i2t", "t2i")
+import numpy as np
 
-
-def arrow(direction: str) -> str:
-    return direction.upper().replace("2", "→")
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+from cfrh.mpl import pyplot
+from cfrh_train.results import DIRECTIONS, arrow, group_runs, row_name
+from cfrh_train.rows import metric_label, our_rows
 
 
 def plot_pr(curves: dict, path: Path, title: str) -> None:
     """One run: precision against recall over Hamming radius 0…K, both directions."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for direction, curve in curves.items():
         ax.plot(curve["recall"], curve["precision"], marker="o", ms=3, label=arrow(direction))
@@ -34,7 +28,7 @@ def plot_pr(curves: dict, path: Path, title: str) -> None:
 
 def plot_pr_comparison(curves: dict[str, dict], path: Path, title: str) -> None:
     """Several methods at one dataset and bit length: ``curves[method][direction]`` → recall/precision."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
     for ax, direction in zip(axes, DIRECTIONS):
         for method, by_direction in curves.items():
@@ -52,7 +46,7 @@ def plot_pr_comparison(curves: dict[str, dict], path: Path, title: str) -> None:
 
 def plot_map_vs_bits(series: dict[str, dict], path: Path, title: str, metric: str) -> None:
     """``series[method][direction]`` → (bits, mean, std) lists: mAP against code length."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
     for ax, direction in zip(axes, DIRECTIONS):
         for method, by_direction in series.items():
@@ -69,3 +63,37 @@ def plot_map_vs_bits(series: dict[str, dict], path: Path, title: str, metric: st
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def draw_figures(results: list[dict], out_dir: Path, metric: str = "map@50") -> list[Path]:
+    """A PR-curve comparison per dataset and bit length, and mAP against bits per dataset."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for (dataset, protocol), runs in group_runs(results).items():
+        name = f"{dataset}-{runs[0]['protocol']['name']}-s{runs[0]['protocol']['seed']}"
+        labels = list(dict.fromkeys(row_name(r, runs) for r in runs))
+        bits_all = sorted({r["bits"] for r in runs})
+        for bits in bits_all:
+            curves: dict[str, dict] = {}
+            for label in labels:
+                files = [Path(r["_folder"]) / "pr_curve.json" for r in runs if row_name(r, runs) == label and r["bits"] == bits]
+                loaded = [json.loads(f.read_text()) for f in files if f.is_file()]
+                if loaded:
+                    curves[label] = {d: {k: np.mean([c[d][k] for c in loaded], 0).tolist() for k in ("precision", "recall")}
+                                     for d in DIRECTIONS}
+            if curves:
+                path = out_dir / f"{name}_{bits}bit_pr.png"
+                plot_pr_comparison(curves, path, f"{dataset} · {bits} bits · {protocol}")
+                paths.append(path)
+        rows, _ = our_rows(runs, metric, [(d, b) for d in DIRECTIONS for b in bits_all])  # the table's own figures
+        series = {}
+        for row in rows:
+            series[row.label] = {}
+            for d in DIRECTIONS:
+                cells = [(b, row.cells[(d, b)]) for b in bits_all if (d, b) in row.cells]
+                series[row.label][d] = ([b for b, _ in cells], [c.mean for _, c in cells], [c.std or 0.0 for _, c in cells])
+        if series:
+            path = out_dir / f"{name}_{metric.replace('@', '')}_vs_bits.png"
+            plot_map_vs_bits(series, path, f"{dataset} · {protocol}", metric_label(metric))
+            paths.append(path)
+    return paths

@@ -14,22 +14,29 @@ import logging
 import platform
 import random
 import time
+from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+import zarr
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import save_file
 
+from cfrh import __version__
+from cfrh.cliutil import err_console
 from cfrh.codes import binarize
 from cfrh.devices import resolve_device
+from cfrh.diffs import first_difference
 from cfrh.errors import TrainingError
-from cfrh.fsio import atomic_write, atomic_write_json
+from cfrh.fsio import atomic_write, atomic_write_json, sha256_file
 from cfrh_train.data import CachedData, load_cache
 from cfrh_train.methods import build
 from cfrh_train.methods.base import NonFiniteLoss
 from cfrh_train.metrics import evaluate
 from cfrh_train.plots import plot_pr
-from cfrh_train.results import inputs, write_result
+from cfrh_train.results import DIRECTIONS, MODEL, inputs, run_dir, write_result
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +81,6 @@ class Checkpoint:
             return None
         state = torch.load(self.path, map_location=device, weights_only=False)
         if state.get("inputs") != self.wanted:
-            from cfrh.diffs import first_difference
             log.warning("%s: not resumed, it was made from other inputs (%s)", self.path,
                         first_difference(state.get("inputs") or {}, self.wanted))
             return None
@@ -93,6 +99,91 @@ def lr_schedule(optimizer: torch.optim.Optimizer, config: dict):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, config["lr_milestones"], config["lr_gamma"])
 
 
+class Loop:
+    """What the loop carries from epoch to epoch, and all a checkpoint holds: the optimiser, the
+    learning-rate schedule, the batch order's generator, the best validation so far, the history."""
+
+    def __init__(self, method, config: dict):
+        self.optimizer = method.optimizer()
+        self.scheduler = lr_schedule(self.optimizer, config)
+        self.generator = torch.Generator().manual_seed(config["seed"])
+        self.best = {"score": -1.0, "epoch": None, "state": None}
+        self.history: list[dict] = []
+        self.first = 0  # the epoch to start from (after a resumed checkpoint: the next one)
+
+    def resume(self, state: dict | None, method) -> None:
+        if state is None:
+            return
+        method.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])  # methods that draw (UCCH's negatives) go on identically
+        self.best, self.history, self.first = state["best"], state["history"], state["epoch"] + 1
+
+    def snapshot(self, epoch: int, method) -> dict:
+        return {"epoch": epoch, "model": method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "best": self.best, "history": self.history}
+
+    def consider(self, score: float, epoch: int, method) -> None:
+        if score > self.best["score"]:
+            self.best = {"score": score, "epoch": epoch, "state": copy.deepcopy(method.state_dict())}
+
+
+def run_epoch(method, loop: Loop, epoch: int, img: torch.Tensor, txt: torch.Tensor, config: dict) -> dict:
+    """One pass over the training rows in seeded batches (drop_last, as the lineage does); the
+    history entry: mean loss, learning rate and mean loss terms."""
+    method.train()
+    method.set_epoch(epoch)
+    lr = loop.optimizer.param_groups[0]["lr"]
+    n = img.shape[0]
+    bs = min(config["batch_size"], n)
+    order = torch.randperm(n, generator=loop.generator).to(img.device)
+    sums: dict[str, torch.Tensor] = {}
+    for step in range(n // bs):
+        batch = order[step * bs:(step + 1) * bs]
+        try:
+            terms = method.train_step(img[batch], txt[batch], batch, loop.optimizer, config["grad_clip"])
+        except NonFiniteLoss as exc:
+            raise TrainingError(f"non-finite loss at epoch {epoch}, step {step}: {exc}; "
+                                "lower the learning rates or check the features") from None
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + torch.as_tensor(value).detach()
+    if loop.scheduler is not None:
+        loop.scheduler.step()
+    means = {name: float(value) / max(1, n // bs) for name, value in sums.items()}
+    return {"epoch": epoch, "loss": means.get("loss", 0.0), "lr": lr,
+            "terms": {name: v for name, v in means.items() if name != "loss"}}
+
+
+def validate(method, data: CachedData, device, k: int, entry: dict) -> float:
+    """The selection score: mean mAP@k of both directions, validation queries against the
+    training rows (never the test queries); both directions go into the history entry."""
+    method.eval()
+    val, _ = retrieval(method, data, data.split["val"], data.split["train"], device, k, full=False)
+    entry.update(val_i2t=val["i2t"][f"map@{k}"], val_t2i=val["t2i"][f"map@{k}"])
+    return (entry["val_i2t"] + entry["val_t2i"]) / 2
+
+
+@contextmanager
+def epoch_bar(config: dict, first: int, show: bool):
+    """A progress bar over epochs, counted from 1 as the summary counts them; yields ``update(entry)``."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.4f} val mAP@%d {task.fields[val]}" % config["topk"]),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, disable=not show, console=err_console) as bar:
+        task = bar.add_task(f"{config['method']} {config['bits']} bits", total=config["epochs"], loss=0.0, val="–",
+                            completed=first)
+
+        def update(entry: dict) -> None:
+            val = (entry["val_i2t"] + entry["val_t2i"]) / 2 if "val_i2t" in entry else None
+            bar.update(task, advance=1, loss=entry["loss"], **({"val": f"{val:.4f}"} if val is not None else {}))
+        yield update
+
+
 def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth", progress: bool = True,
           checkpoint: str | Path | None = None, data: CachedData | None = None, on_validation=None,
           test: bool = True) -> dict:
@@ -107,77 +198,41 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     seed_everything(config["seed"])
     device = resolve_device(config["device"])
     data = data or load_cache(cache_dir, dataset, config["encoder"], config["text"], config["method"])
-    split = data.split
-    img, txt = data.rows(split["train"])
+    img, txt = data.rows(data.split["train"])
     train_img, train_txt = torch.from_numpy(img).to(device), torch.from_numpy(txt).to(device)
     method = build(config["method"], config, img.shape[1], txt.shape[1], data.text_kind).to(device)
-    k = config["topk"]
-    history, best = [], {"score": -1.0, "epoch": None, "state": None}
     t0 = time.perf_counter()
     method.fit(train_img, train_txt)
+    best, history = {"score": -1.0, "epoch": None, "state": None}, []
     if method.trainable:
-        optimizer = method.optimizer()
-        scheduler = lr_schedule(optimizer, config)
-        generator = torch.Generator().manual_seed(config["seed"])
-        n, bs = train_img.shape[0], min(config["batch_size"], train_img.shape[0])
-        saved = Checkpoint(checkpoint, inputs(config, data.inputs))
-        first = 0
-        if state := saved.load(device):
-            method.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])  # methods that draw (UCCH's negatives) go on identically
-            best, history, first = state["best"], state["history"], state["epoch"] + 1
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]:.4f} val mAP@%d {task.fields[val]}" % k), TimeElapsedColumn()]
-        with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task(f"{config['method']} {config['bits']} bits", total=config["epochs"], loss=0.0,
-                                val="–", completed=first)
-            for epoch in range(first, config["epochs"]):
-                method.train()
-                method.set_epoch(epoch)
-                lr = optimizer.param_groups[0]["lr"]
-                order = torch.randperm(n, generator=generator).to(device)
-                sums: dict[str, torch.Tensor] = {}
-                for step in range(n // bs):  # drop_last, as the lineage does
-                    batch = order[step * bs:(step + 1) * bs]
-                    try:
-                        terms = method.train_step(train_img[batch], train_txt[batch], batch, optimizer,
-                                                  config["grad_clip"])
-                    except NonFiniteLoss as exc:
-                        raise TrainingError(f"non-finite loss at epoch {epoch}, step {step}: {exc}; "
-                                            "lower the learning rates or check the features") from None
-                    for name, value in terms.items():
-                        sums[name] = sums.get(name, 0.0) + torch.as_tensor(value).detach()
-                if scheduler is not None:
-                    scheduler.step()
-                means = {name: float(value) / max(1, n // bs) for name, value in sums.items()}
-                entry = {"epoch": epoch, "loss": means.get("loss", 0.0), "lr": lr,
-                         "terms": {name: v for name, v in means.items() if name != "loss"}}
-                if (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == config["epochs"]:
-                    method.eval()
-                    val, _ = retrieval(method, data, split["val"], split["train"], device, k, full=False)
-                    score = (val["i2t"][f"map@{k}"] + val["t2i"][f"map@{k}"]) / 2
-                    entry.update(val_i2t=val["i2t"][f"map@{k}"], val_t2i=val["t2i"][f"map@{k}"])
-                    if score > best["score"]:
-                        best = {"score": score, "epoch": epoch, "state": copy.deepcopy(method.state_dict())}
-                    bar.update(task, val=f"{score:.4f}")
+        loop, saved = Loop(method, config), Checkpoint(checkpoint, inputs(config, data.inputs))
+        loop.resume(saved.load(device), method)
+        with epoch_bar(config, loop.first, progress) as show:
+            for epoch in range(loop.first, config["epochs"]):
+                entry = run_epoch(method, loop, epoch, train_img, train_txt, config)
+                due = (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == config["epochs"]
+                if due:
+                    score = validate(method, data, device, config["topk"], entry)
+                    loop.consider(score, epoch, method)
                     if on_validation is not None:
                         on_validation(epoch, score)
-                history.append(entry)
-                if "val_i2t" in entry:
-                    saved.save({"epoch": epoch, "model": method.state_dict(), "optimizer": optimizer.state_dict(),
-                                "scheduler": None if scheduler is None else scheduler.state_dict(),
-                                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                                "best": best, "history": history})
-                bar.update(task, advance=1, loss=entry["loss"])
+                loop.history.append(entry)
+                if due:
+                    saved.save(loop.snapshot(epoch, method))
+                show(entry)
+        best, history = loop.best, loop.history
     train_s = time.perf_counter() - t0
     if not test:
         return {"selection": {"epoch": best["epoch"], "val_map": best["score"]}, "history": history,
                 "timing": {"train_s": round(train_s, 3)}}
-    t1 = time.perf_counter()
+    return evaluate_selected(method, data, config, device, best, history, train_s)
+
+
+def evaluate_selected(method, data: CachedData, config: dict, device, best: dict, history: list,
+                      train_s: float) -> dict:
+    """The test queries, scored once, with the selected epoch's weights (and the last epoch's,
+    for the record); the run's output: result, codes, model, curves and per-query AP."""
+    t1, split, k = time.perf_counter(), data.split, config["topk"]
     method.eval()
     last_metrics = None
     if method.trainable and best["epoch"] != config["epochs"] - 1:  # the model in hand is the last epoch's
@@ -188,37 +243,30 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     eval_s = time.perf_counter() - t1
     result = make_result(config, data, metrics, last_metrics or metrics, best, train_s, eval_s, history)
     codes.update(query_index=split["query"], database_index=split["database"])
-    curves = {d: metrics[d]["pr_curve"] for d in ("i2t", "t2i")}
-    per_query = {f"{d}_{name}": values for d in ("i2t", "t2i") for name, values in metrics[d]["per_query"].items()}
-    return {"result": result, "codes": codes, "model": method, "pr_curve": curves, "dims": (img.shape[1], txt.shape[1]),
-            "text_kind": data.text_kind, "per_query": {**per_query, "query_index": split["query"]}}
+    curves = {d: metrics[d]["pr_curve"] for d in DIRECTIONS}
+    per_query = {f"{d}_{name}": values for d in DIRECTIONS for name, values in metrics[d]["per_query"].items()}
+    return {"result": result, "codes": codes, "model": method, "pr_curve": curves,
+            "dims": (data.image.shape[1], data.text.shape[1]), "text_kind": data.text_kind,
+            "per_query": {**per_query, "query_index": split["query"]}}
 
 
 def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path, progress: bool = True,
-        export: bool = False, index=None, variant: dict | None = None) -> Path:
+        variant: dict | None = None) -> Path:
     """Train with a checkpoint in the run folder (an interrupted run resumes), write the run
-    folder, then drop the checkpoint: the folder's result.json and codes replace it.
-    ``export`` also writes the search index (``<run>/index/``, see ``cfrh_train.search``), of
-    the kind ``index`` says (a ``search.IndexSpec``; exact by default). ``variant`` names a run
-    of another config than the defaults, e.g. ``{"tuned": {"trials": 30, …}}`` (its own folder)."""
+    folder, then drop the checkpoint: the folder's result.json, codes and model replace it.
+    ``variant`` names a run of another config than the defaults, e.g. ``{"tuned": {"trials": 30,
+    …}}`` (its own folder). Its search index is ``cfrh_search.index.export_index``'s to write."""
     ckpt = run_dir(runs_dir, dataset, config, variant) / "checkpoint.pt"
     out = train(config, cache_dir, dataset, progress=progress, checkpoint=ckpt)
     if variant:
         out["result"]["variant"] = variant
     folder = write_run(out, runs_dir)
-    if export:
-        from cfrh_train.search import IndexSpec, export_index
-        export_index(out, cache_dir, dataset, folder / "index", index or IndexSpec())
     ckpt.unlink(missing_ok=True)
     return folder
 
 
 def versions() -> dict:
-    import open_clip
-    import zarr
-
-    from cfrh import __version__
-    return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": open_clip.__version__,
+    return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": version("open_clip_torch"),
             "numpy": np.__version__, "zarr": zarr.__version__, "cfrh": __version__}
 
 
@@ -249,19 +297,15 @@ def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, 
     }
 
 
-def run_dir(runs_dir: str | Path, dataset: str, config: dict, variant: dict | None = None) -> Path:
-    """``runs/<dataset>/<method>/<bits>bit/seed<seed>/``; a run on a named encoder (a cache with
-    several backbones) gets ``seed<seed>-<encoder>`` so that backbones never overwrite each other,
-    a tuned run ``…-tuned<N>`` beside the default one."""
-    seed = f"seed{config['seed']}" + (f"-{config['encoder']}" if config.get("encoder") else "")
-    seed += f"-tuned{variant['tuned']['trials']}" if variant and "tuned" in variant else ""
-    return Path(runs_dir) / dataset / config["method"] / f"{config['bits']}bit" / seed
-
-
 def write_run(out: dict, runs_dir: str | Path) -> Path:
-    """The run folder of the contract: codes.npz, pr_curve.json/png, and result.json written last."""
+    """The run folder of the contract (``cfrh_train.results``): codes.npz, per_query.npz,
+    pr_curve.json/png, model.safetensors, and result.json written last."""
     result, codes = out["result"], out["codes"]
     folder = run_dir(runs_dir, result["dataset"], result["config"], result.get("variant"))
+    state = {k: v.contiguous() for k, v in out["model"].index_state().items()}
+    atomic_write(folder / MODEL, lambda tmp: save_file(state, str(tmp)))
+    result["model"] = {"file": MODEL, "sha256": sha256_file(folder / MODEL), "dims": list(out["dims"]),
+                       "text_kind": out["text_kind"]}
     atomic_write(folder / "codes.npz", lambda tmp: np.savez_compressed(open(tmp, "wb"), **codes))
     if out.get("per_query"):  # per-query AP of the test queries: the table's paired significance tests
         atomic_write(folder / "per_query.npz", lambda tmp: np.savez_compressed(open(tmp, "wb"), **out["per_query"]))

@@ -16,12 +16,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing as mp
 import os
 import warnings
 from pathlib import Path
 
+import torch
+
 from cfrh.errors import ConfigError
 from cfrh.fsio import atomic_write_json
+from cfrh.mpl import pyplot
+from cfrh_train.config import defaults, load, merge
+from cfrh_train.data import load_cache
+from cfrh_train.train import train
 
 SEARCH = Path(__file__).parent / "configs" / "search"
 HEARTBEAT_S, GRACE_S = 30, 120  # a RUNNING trial silent for GRACE_S is a killed worker's: failed, not counted
@@ -39,7 +46,6 @@ def search_space(method: str, path: str | Path | None = None) -> dict:
     ``<name>:on``) that either sets the key to that value or samples it from the range. A term a
     sampler would otherwise almost never turn fully off (η = 0 out of [0, 1]) is then one of
     two equally likely choices."""
-    from cfrh_train.config import defaults
     path = Path(path) if path else SEARCH / f"{method}.json"
     if not path.is_file():
         raise ConfigError(f"{path}: no search space for method {method!r}; write one (see configs/search/)")
@@ -79,8 +85,6 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
          progress: bool = False) -> dict:
     """Run (or resume) the study until it holds ``trials`` finished trials; returns the summary."""
     import optuna
-
-    from cfrh_train.config import load
     if trials < 1 or jobs < 1:
         raise ConfigError(f"--trials {trials} --jobs {jobs}: expected positive numbers")
     folder = study_dir(runs_dir, dataset, method, bits)
@@ -106,7 +110,6 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
     if jobs == 1:
         _optimize(storage, name, dataset, cache_dir, base, space, trials, timeout, seed, threads=None)
     else:
-        import multiprocessing as mp
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = mp.get_context("spawn")
         workers = [ctx.Process(target=_optimize, args=(storage, name, dataset, str(cache_dir), base, space, trials,
@@ -141,11 +144,6 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
               timeout: float | None, seed: int, threads: int | None) -> None:
     """One worker: trials until the study holds ``trials`` finished ones (the cache loaded once)."""
     import optuna
-    import torch
-
-    from cfrh_train.config import merge
-    from cfrh_train.data import load_cache
-    from cfrh_train.train import train
     if threads:
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -187,9 +185,6 @@ def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir
     very trials a study of that budget runs (the same trial 0 and sampler seed); with ``--jobs``
     they are the first ones the workers started."""
     import optuna
-
-    from cfrh_train.config import merge
-    from cfrh_train.train import train
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     finished = sorted((t for t in study.trials if t.state in done), key=lambda t: t.number)[:trials]
     complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
@@ -245,8 +240,7 @@ def _plots(study, folder: Path) -> None:
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    from cfrh_train.plots import _pyplot
-    plt = _pyplot()
+    plt = pyplot()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         ax = ovm.plot_optimization_history(study)

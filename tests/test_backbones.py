@@ -11,7 +11,8 @@ from conftest import features
 
 from cfrh.encoders import load_encoder
 from cfrh_cache.store import Cache
-from cfrh_train.table import ensure_runs, make_table
+from cfrh_train.missing_runs import ensure_runs
+from cfrh_train.table import make_table
 
 FAMILIES = [
     # (open_clip model, feature dim, how the checkpoint file is laid out)
@@ -29,6 +30,7 @@ def save_checkpoint(model: torch.nn.Module, path, layout: str) -> None:
     torch.save(state, path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,dim,layout", FAMILIES, ids=[f"{m}-{l}" for m, _, l in FAMILIES])
 def test_backbone_from_a_local_file_gives_its_features(model, dim, layout, tmp_path):
     built = load_encoder(model, "none", "cpu", seed=7)
@@ -43,6 +45,7 @@ def test_backbone_from_a_local_file_gives_its_features(model, dim, layout, tmp_p
     del built, loaded
 
 
+@pytest.mark.slow
 def test_make_table_compares_backbones_cached_side_by_side(synth_dir, tmp_path):
     other = load_encoder("cfrh-tiny-vit", "none", "cpu", seed=5)
     weights = tmp_path / "rs-tiny.pt"
@@ -63,6 +66,7 @@ def test_make_table_compares_backbones_cached_side_by_side(synth_dir, tmp_path):
         assert f"| lsh [{tag}] (1 seed) |" in md
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,dim", [("torchvision:alexnet", 4096), ("timm:test_vit", 64)])
 def test_classic_backbone_from_a_local_file_equals_the_library_forward(model, dim, tmp_path):
     """fc7 of torchvision's AlexNet (after its ReLU) and timm's pooled features, loaded from a file
@@ -88,6 +92,7 @@ def test_classic_backbone_from_a_local_file_equals_the_library_forward(model, di
         np.testing.assert_allclose(loaded(pixels).astype(np.float32), direct(x).numpy(), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_vgg19_fc7_is_4096_wide_and_offline_weights_say_how(tmp_path, monkeypatch):
     from cfrh.errors import WeightsUnavailable
     vgg = load_encoder("torchvision:vgg19", "none", "cpu")

@@ -12,7 +12,7 @@ from conftest import features
 from PIL import Image
 
 from cfrh.errors import CacheError, ConfigError, DataError
-from cfrh.matfile import MatFile
+from cfrh_cache.matfile import MatFile
 from cfrh_cache.readers import read_dataset
 from cfrh_cache.readers.synth import write_mat5
 from cfrh_cache.store import Cache

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import features
+from conftest import exported_run, features, topics
 from typer.testing import CliRunner
 
 from cfrh.errors import DataError
@@ -18,23 +18,6 @@ from cfrh_cache.verify import verify
 from cfrh_train.config import load
 from cfrh_train.methods import build
 from cfrh_train.train import train
-
-
-def topics(n=600, classes=6, dim=64, words=10, seed=0, signed=False):
-    """Features whose structure comes from the labels: images = label centres + noise; texts =
-    LDA-like topic proportions (or signed, Doc2Vec-like vectors) drawn from the same labels."""
-    rng = np.random.default_rng(seed)
-    labels = np.zeros((n, classes), np.uint8)
-    labels[np.arange(n), rng.integers(0, classes, n)] = 1
-    extra = rng.random(n) < 0.3
-    labels[extra, rng.integers(0, classes, extra.sum())] = 1
-    image = labels @ rng.normal(size=(classes, dim)) * 2 + rng.normal(size=(n, dim))
-    logits = labels @ rng.normal(size=(classes, words)) * 2 + rng.normal(size=(n, words)) * 0.7
-    if signed:
-        text = logits
-    else:
-        text = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return image.astype(np.float32), text.astype(np.float32), labels
 
 
 def import_npy(tmp_path, name="dgcpn", signed=False, **kw):
@@ -142,7 +125,7 @@ def test_bad_imports_name_the_file_and_what_was_expected(tmp_path):
 
 
 def test_import_cli_then_train_two_commands(tmp_path):
-    from cfrh.cli import app
+    from cfrh_cli import app
     image, text, labels = topics(n=300)
     np.save(tmp_path / "flickr_vgg19.npy", image), np.save(tmp_path / "tags.npy", text), np.save(tmp_path / "label.npy", labels)
     runner = CliRunner()
@@ -239,13 +222,14 @@ def test_text_kind_is_honoured_by_the_decoder_and_the_input_layer():
     assert not build("jdsh", {**defaults("jdsh"), "txt_hidden": [8], "bits": 8}, 12, 10, "bow").center_txt.enabled
 
 
+@pytest.mark.slow
 def test_clip_text_embeddings_beside_the_bow_and_a_run_that_chooses_them(synth_dir, tmp_path):
     """Stage 1 adds text/<model>__<pretrained> for raw texts; a run picks it with --text; the
     search index hashes a free-text query through the same text tower."""
     from cfrh.encoders import load_encoder
     from cfrh_cache.readers import read_dataset as read
-    from cfrh_train.search import Index
-    from cfrh_train.train import run
+    from cfrh_search.index import Index
+    from cfrh_search.queries import Queries
     report = features("synth", synth_dir, tmp_path / "c", chunk_rows=64, text_encoder=True)
     tag = report.encoder_tag
     assert f"text/{tag}" in report.written
@@ -258,16 +242,17 @@ def test_clip_text_embeddings_beside_the_bow_and_a_run_that_chooses_them(synth_d
     assert again.written == []  # resumable and reused like the image features
     config = load("synth", overrides={"method": "cfrh", "bits": 16, "epochs": 2, "eval_every": 1, "hidden": 64,
                                       "device": "cpu", "text": tag})
-    folder = run(config, tmp_path / "c", "synth", tmp_path / "runs", progress=False, export=True)
+    folder = exported_run(config, tmp_path / "c", "synth", tmp_path / "runs")
     from cfrh_train.results import read_result
     assert read_result(folder)["text"] == {"input": tag, "kind": "dense"}
     index = Index(folder / "index")
-    code = index.hash(text=index.text_vectors(["red circle"]))[1]
+    code = Queries(index).hash(text=Queries(index).text_vectors(["red circle"]))[1]
     assert code.shape == (1, 16) and len(index.search(code, "image", 3)[0]) == 3
 
 
+@pytest.mark.slow
 def test_two_readme_commands_from_wiki_features_or_dgcpn_files_to_a_table(tmp_path):
-    from cfrh.cli import app
+    from cfrh_cli import app
     runner = CliRunner()
     wiki_features(tmp_path / "wiki")
     image, text, labels = topics(n=120)
@@ -293,8 +278,9 @@ def test_two_readme_commands_from_wiki_features_or_dgcpn_files_to_a_table(tmp_pa
 def test_imported_features_beside_clip_features_in_one_cache(synth_cache, synth_dir, tmp_path):
     import shutil
 
-    from cfrh.cli import app
-    from cfrh_train.table import ensure_runs, make_table
+    from cfrh_cli import app
+    from cfrh_train.missing_runs import ensure_runs
+    from cfrh_train.table import make_table
     cache_dir = tmp_path / "c"
     shutil.copytree(synth_cache, cache_dir / "synth")
     n = Cache.open(cache_dir / "synth").attrs["n"]

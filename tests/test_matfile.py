@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cfrh.errors import DataError
-from cfrh.matfile import MatFile
+from cfrh_cache.matfile import MatFile
 from cfrh_cache.readers.synth import write_mat5, write_mat73
 
 

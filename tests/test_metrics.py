@@ -52,7 +52,8 @@ def codes(rng, n, k):
 
 
 def test_sign_zero_is_plus_one():
-    from cfrh_train.search import hamming_topk, pack_codes
+    from cfrh.codes import pack_codes
+    from cfrh_search.topk import hamming_topk
     _, dist = hamming_topk(pack_codes(np.array([[0.0, -0.5]])), pack_codes(np.array([[1.0, -1.0]])), 2, 1)
     assert dist[0, 0] == 0
 

@@ -2,7 +2,7 @@
 papers missed, each pinned by a test that fails without it."""
 
 import pytest
-from conftest import interrupt_after_checkpoints
+from conftest import exported_run, interrupt_after_checkpoints, topics
 
 from cfrh_train.config import load
 from cfrh_train.train import train
@@ -194,7 +194,6 @@ def clip_like_cache(tmp_path_factory):
     """Image features and signed dense text vectors (as CLIP text embeddings are), both from the
     labels: the input UCMFH is built for."""
     import numpy as np
-    from test_bring_your_own import topics
 
     from cfrh_cache.importer import import_source
     from cfrh_cache.pipeline import FeatureOptions, build_source
@@ -216,10 +215,12 @@ def beats_random(method, overrides, cache_dir, dataset):
         assert result["metrics"][d]["map@50"] > floor["metrics"][d]["map@50"] + 0.02, (d, result["metrics"], floor)
 
 
+@pytest.mark.slow
 def test_ccah_beats_random_codes(quality_cache):
     beats_random("ccah", SMALL_CCAH, quality_cache, "synth")
 
 
+@pytest.mark.slow
 def test_ucmfh_beats_random_codes(clip_like_cache):
     beats_random("ucmfh", SMALL_UCMFH, clip_like_cache, "cliplike")
 
@@ -255,13 +256,14 @@ def test_a_code_depends_on_its_own_item_only(method, quality_cache, clip_like_ca
     torch.testing.assert_close(model.encode(txt=txt[5:9])[1], part_t)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ccah", "ucmfh"])
 def test_new_peers_resume_identically_and_export_to_the_search_index(method, quality_cache, clip_like_cache, tmp_path,
                                                                      monkeypatch):
     import numpy as np
 
-    from cfrh_train.search import Index
-    from cfrh_train.train import run
+    from cfrh_search.index import Index
+    from cfrh_search.queries import Queries
     dataset, cache_dir, small = (("synth", quality_cache, SMALL_CCAH) if method == "ccah"
                                  else ("cliplike", clip_like_cache, SMALL_UCMFH))
     config = load(dataset, overrides={"method": method, **small, "epochs": 4, "eval_every": 2})
@@ -274,7 +276,7 @@ def test_new_peers_resume_identically_and_export_to_the_search_index(method, qua
     resumed = train(config, cache_dir, dataset, progress=False, checkpoint=ckpt)
     assert resumed["result"]["metrics"] == whole["result"]["metrics"]
     np.testing.assert_array_equal(resumed["codes"]["database_text"], whole["codes"]["database_text"])
-    folder = run(config, cache_dir, dataset, tmp_path / "runs", progress=False, export=True)
+    folder = exported_run(config, cache_dir, dataset, tmp_path / "runs")
     index = Index(folder / "index")
     codes = np.load(folder / "codes.npz")
     data_rows = codes["query_index"][:3]
@@ -282,7 +284,7 @@ def test_new_peers_resume_identically_and_export_to_the_search_index(method, qua
     data = load_cache(cache_dir, dataset, None, None)
     img, txt = data.rows(data_rows)
     from cfrh.codes import binarize
-    got_i, got_t = (binarize(c) for c in index.hash(image=img, text=txt))
+    got_i, got_t = (binarize(c) for c in Queries(index).hash(image=img, text=txt))
     np.testing.assert_array_equal(got_i, codes["query_image"][:3])  # the index hashes as the run did
     np.testing.assert_array_equal(got_t, codes["query_text"][:3])
     assert len(index.search(got_t[:1], "image", 5)[0]) == 5
@@ -295,7 +297,7 @@ def test_ucmfh_takes_the_caches_text_embeddings_and_the_table_skips_it_without(s
 
     from conftest import features
 
-    from cfrh_train.table import ensure_runs
+    from cfrh_train.missing_runs import ensure_runs
     notes = []
     shutil.copytree(synth_cache, tmp_path / "bow" / "synth")
     counts = ensure_runs(["synth"], ["ucmfh"], [16], [0], tmp_path / "bow", tmp_path / "runs", device="cpu",

@@ -146,6 +146,7 @@ def random_floor(quality_cache):
     return out["result"]["metrics"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", PEERS)
 def test_peer_beats_random_codes(method, quality_cache, random_floor):
     config = load("synth", overrides={"method": method, "bits": 32, "device": "cpu"})

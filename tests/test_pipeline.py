@@ -69,6 +69,7 @@ def test_resume_after_interruption_is_identical(synth_dir, synth_cache, tmp_path
     assert again.stats.skipped and again.written == []
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume(synth_dir, synth_cache, tmp_path):
     """A real SIGKILL in the middle of encoding; the rerun finishes with identical arrays."""
     script = (
@@ -108,6 +109,7 @@ KILL_AFTER = (
     "print(time.perf_counter() - start)\n")
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume(synth_dir, synth_cache, tmp_path):
     """SIGKILL at seeded random moments of a whole stage-1 run (source reading, texts, split, chunk
     and metadata writes), then again during the rerun, then a rerun to the end: the cache equals
@@ -199,7 +201,7 @@ def test_unknown_tag_and_model():
 def test_cli_synth_features_info_verify(tmp_path):
     from typer.testing import CliRunner
 
-    from cfrh_cache.cli import app
+    from cfrh_cli.cache import app
     runner = CliRunner()
     assert runner.invoke(app, ["synth", "--out", str(tmp_path / "d"), "--n", "60", "--labels", "4", "--size", "64"]).exit_code == 0
     result = runner.invoke(app, ["features", "synth", "--root", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "c"),
@@ -214,6 +216,7 @@ def test_cli_synth_features_info_verify(tmp_path):
     assert usage.exit_code == 2 and "batch-size" in usage.output  # a usage error, before any work
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(synth_dir, synth_cache, tmp_path):
     """torch.distributed (gloo, CPU): two ranks write disjoint chunks of one store; same arrays."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",

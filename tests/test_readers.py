@@ -22,6 +22,7 @@ def write_trio(root, prefix, n, v, c, y_writer=write_mat5, l_writer=write_mat5, 
     return images, y, labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("y_writer", [write_mat5, write_mat73])
 @pytest.mark.parametrize("l_writer", [write_mat5, write_mat73])
 def test_mirflickr_both_layouts(tmp_path, y_writer, l_writer):
@@ -34,12 +35,14 @@ def test_mirflickr_both_layouts(tmp_path, y_writer, l_writer):
     np.testing.assert_array_equal(source.images.read(7, 9), images[..., 7:9].transpose(3, 2, 0, 1))
 
 
+@pytest.mark.slow
 def test_mirflickr_wrong_vocabulary_is_named(tmp_path):
     write_trio(tmp_path, "mirflickr25k", 20015, 1000, 24, side=2)
     with pytest.raises(DataError, match=r"mirflickr25k-yall\.mat: variable 'YAll' \(v5\) has shape 20015×1000, expected 20015×1386"):
         mirflickr.read(tmp_path)
 
 
+@pytest.mark.slow
 def test_mirflickr_transposed_text_gets_a_hint(tmp_path):
     write_trio(tmp_path, "mirflickr25k", 20015, 1386, 24, side=2)
     y = np.zeros((1386, 20015))

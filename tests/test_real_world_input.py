@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse
-from conftest import features, interrupt_after_checkpoints
+from conftest import exported_run, features, interrupt_after_checkpoints, trio
 from PIL import Image
 from typer.testing import CliRunner
 
 from cfrh.errors import CacheError, ConfigError, DataError
 from cfrh.images import open_rgb, to_rgb
-from cfrh.matfile import MatFile
 from cfrh.text import tokenize
+from cfrh_cache.matfile import MatFile
 from cfrh_cache.pipeline import FeatureOptions
 from cfrh_cache.readers import read_dataset
 from cfrh_cache.readers.synth import MAT73_HEADER, write_mat5, write_mat73
@@ -87,8 +87,9 @@ def test_changed_image_file_and_vocabulary_options_are_refused(tmp_path):
         features("manifest", data, tmp_path / "c", chunk_rows=16)
 
 
+@pytest.mark.slow
 def test_checkpoint_and_run_folder_are_not_reused_after_resplit(synth_dir, tmp_path, monkeypatch):
-    from cfrh_train.table import ensure_runs
+    from cfrh_train.missing_runs import ensure_runs
     features("synth", synth_dir, tmp_path / "c", chunk_rows=64)
     config = load("synth", overrides=FAST)
     ckpt = tmp_path / "ckpt.pt"
@@ -111,18 +112,6 @@ def test_checkpoint_and_run_folder_are_not_reused_after_resplit(synth_dir, tmp_p
 
 
 # -- ambiguous layouts ---------------------------------------------------------------------------
-def trio(folder, iall_writer, n=6, side=6):
-    """A MIRFlickr-style trio whose IAll has ``side``-pixel images and ``n`` samples."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    labels = np.eye(3, dtype=np.uint8)[np.arange(n) % 3]
-    write_mat5(folder / "mirflickr25k-yall.mat", {"YAll": (rng.random((n, 5)) < 0.5).astype(np.uint8)})
-    write_mat5(folder / "mirflickr25k-lall.mat", {"LAll": labels})
-    pixels = rng.integers(0, 255, (n, side, side, 3), dtype=np.uint8)  # N×H×W×C
-    iall_writer(folder / "mirflickr25k-iall.mat", pixels)
-    return pixels
-
-
 def read_trio(folder, layout=None):
     from cfrh_cache.readers.base import read_mat_trio
     return read_mat_trio(folder, "mirflickr", "mirflickr25k", n=None, vocab=None, classes=None, image_layout=layout)
@@ -278,16 +267,15 @@ def test_full_or_read_only_disk_names_the_path(synth_dir, tmp_path, monkeypatch)
 # -- search and table ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def manifest_run(tmp_path_factory):
-    from cfrh_train.train import run
     root = tmp_path_factory.mktemp("mr")
     data = small_manifest(root / "m", n=60)
     features("manifest", data, root / "c", chunk_rows=32)
     config = load("manifest", overrides={"method": "lsh", "bits": 16, "device": "cpu"})
-    return run(config, root / "c", "manifest", root / "runs", progress=False, export=True)
+    return exported_run(config, root / "c", "manifest", root / "runs")
 
 
 def test_search_refuses_empty_unknown_text_and_rows_out_of_range(manifest_run):
-    from cfrh.cli import search_app
+    from cfrh_cli import search_app
     runner = CliRunner()
     for query in ("", "zzz qqq"):
         out = runner.invoke(search_app, [str(manifest_run), "--text", query])
@@ -301,7 +289,8 @@ def test_search_refuses_empty_unknown_text_and_rows_out_of_range(manifest_run):
 
 
 def test_truncated_result_json_is_named_by_the_table_and_retrained(manifest_run, tmp_path):
-    from cfrh_train.table import ensure_runs, make_table
+    from cfrh_train.missing_runs import ensure_runs
+    from cfrh_train.table import make_table
     runs = tmp_path / "runs"
     shutil.copytree(manifest_run.parents[3], runs)
     record = runs / "manifest" / "lsh" / "16bit" / "seed0" / "result.json"
@@ -330,7 +319,8 @@ def test_table_keeps_a_topk_100_block(manifest_run, tmp_path):
 
 
 def test_user_errors_exit_1_usage_errors_2_bugs_keep_their_traceback(synth_dir, tmp_path, monkeypatch):
-    from cfrh_cache import cli, pipeline
+    from cfrh_cache import pipeline
+    from cfrh_cli import cache as cli
     runner = CliRunner()
     args = ["features", "synth", "--root", str(synth_dir), "--cache-dir", str(tmp_path), "--model", "cfrh-tiny-vit",
             "--pretrained", "none", "--workers", "0", "--no-progress"]

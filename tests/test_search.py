@@ -4,16 +4,20 @@ import json
 
 import numpy as np
 import pytest
-from conftest import features
+from conftest import exported_run, features
 from typer.testing import CliRunner
 
+from cfrh.codes import pack_codes
 from cfrh.errors import CacheError
 from cfrh_cache.readers import read_dataset
 from cfrh_cache.store import Cache
+from cfrh_search.hits import describe
+from cfrh_search.index import Index
+from cfrh_search.queries import Queries
+from cfrh_search.rerank import rerank, rerank_evaluation
+from cfrh_search.topk import hamming_topk
 from cfrh_train.config import load
-from cfrh_train.search import Index, hamming_topk, pack_codes, rerank_evaluation
 from cfrh_train.table import make_table
-from cfrh_train.train import run
 
 FAST = {"epochs": 4, "eval_every": 2, "hidden": 128, "device": "cpu", "bits": 24}
 
@@ -45,7 +49,7 @@ def manifest_cache(synth_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(manifest_cache, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    folder = run(load("manifest", overrides=FAST), manifest_cache, "manifest", runs, progress=False, export=True)
+    folder = exported_run(load("manifest", overrides=FAST), manifest_cache, "manifest", runs)
     return folder
 
 
@@ -68,12 +72,12 @@ def test_new_queries_hash_like_evaluation(exported, manifest_cache, synth_dir):
     source = read_dataset("manifest", synth_dir)
     positions = [0, 7, 55]
     rows = codes["database_index"][positions]
-    _, text_codes = index.hash(text=index.text_vectors([source.texts[r] for r in rows]))
+    _, text_codes = Queries(index).hash(text=Queries(index).text_vectors([source.texts[r] for r in rows]))
     np.testing.assert_array_equal(np.where(text_codes >= 0, 1, -1), codes["database_text"][positions])
-    features = index.image_features([source.images.paths[r] for r in rows])
+    features = Queries(index).image_features([source.images.paths[r] for r in rows])
     cached = Cache.open(manifest_cache / "manifest").read("image/cfrh-tiny-vit__none")[rows].astype(np.float32)
     np.testing.assert_allclose(features, cached, atol=2e-3, rtol=2e-3)
-    image_codes, _ = index.hash(image=features)
+    image_codes, _ = Queries(index).hash(image=features)
     np.testing.assert_array_equal(np.where(image_codes >= 0, 1, -1), codes["database_image"][positions])
 
 
@@ -82,7 +86,7 @@ def test_index_refuses_a_rebuilt_cache(exported):
     index = Index(exported / "index")
     index.meta["cache_created"] = "2000-01-01T00:00:00+00:00"  # as if the cache were rebuilt since
     with pytest.raises(CacheError, match="rebuilt .* after this index was written"):
-        index.describe([0])
+        describe(index, [0])
 
 
 def test_index_of_an_older_layout_says_to_export_again(exported, tmp_path):
@@ -101,7 +105,7 @@ def test_index_of_an_older_layout_says_to_export_again(exported, tmp_path):
     (old / "index.json").write_text(json.dumps({**meta, "cfrh_version": "0.1.0"}))
     with pytest.raises(CacheError, match=r"model.safetensors does not fit method 'cfrh'.*size mismatch.*"
                                          r"written by cfrh 0.1.0.*--export"):
-        Index(old)
+        Queries(Index(old))
     (old / "model.safetensors").unlink()
     with pytest.raises(CacheError, match=r"no model.safetensors \(an index of an older layout\).*--export"):
         Index(old)
@@ -123,14 +127,14 @@ def test_rerank_orders_candidates_by_the_finer_score(exported, manifest_cache):
     feats = Cache.open(manifest_cache / "manifest").read("image/cfrh-tiny-vit__none").astype(np.float32)
     q = feats[3]
     n = len(index.rows)
-    hits = index.rerank(index.hash(image=q[None])[0], "text", k=20, candidates=n, image_feature=q)
+    hits = rerank(index, Queries(index).hash(image=q[None])[0], "text", k=20, candidates=n, image_feature=q)
     cand = feats[index.rows]
     cos = cand @ q / (np.linalg.norm(cand, axis=1) * np.linalg.norm(q))
     # with every item a candidate, the order is the cosine order (ties: Hamming order)
     np.testing.assert_allclose([h.score for h in hits], np.sort(cos)[::-1][:20], rtol=1e-5)
-    code = index.hash(text=np.ones((1, len(index.meta["vocabulary"])), np.float32))[1]
-    text_hits = index.rerank(code, "image", k=10, candidates=50)
-    signs = [np.where(index.hash(image=feats[[h.row]])[0] >= 0, 1, -1) @ code.ravel() for h in text_hits]
+    code = Queries(index).hash(text=np.ones((1, len(index.meta["vocabulary"])), np.float32))[1]
+    text_hits = rerank(index, code, "image", k=10, candidates=50)
+    signs = [np.where(Queries(index).hash(image=feats[[h.row]])[0] >= 0, 1, -1) @ code.ravel() for h in text_hits]
     np.testing.assert_allclose([h.score for h in text_hits], np.ravel(signs), rtol=1e-5)
     assert all(a.score >= b.score for a, b in zip(text_hits, text_hits[1:]))
 
@@ -139,7 +143,7 @@ def test_rerank_evaluation_reports_the_plain_map_and_goes_to_the_table(exported)
     index = Index(exported / "index")
     result = json.loads((exported / "result.json").read_text())
     queries = index.cache().read("split/query")
-    rr = rerank_evaluation(index, queries, candidates=100, k=50)
+    rr = rerank_evaluation(index, Queries(index), queries, candidates=100, k=50)
     for d in ("i2t", "t2i"):
         assert rr[d]["map@50_hamming"] == pytest.approx(result["metrics"][d]["map@50"], abs=1e-12)
         assert 0 <= rr[d]["map@50_reranked"] <= 1 and rr[d]["ms_per_query_reranked"] > 0
@@ -155,7 +159,7 @@ def test_rerank_evaluation_reports_the_plain_map_and_goes_to_the_table(exported)
 def test_cli_search_json_and_errors(exported):
     from typer import Typer
 
-    from cfrh_train.cli import search_command
+    from cfrh_cli.search import search_command
     app = Typer()
     app.command()(search_command)
     source_text = "red circle"
@@ -201,7 +205,7 @@ def test_topk_with_heavy_ties_equals_a_stable_sort():
 def test_topk_over_many_tiles_and_query_blocks_equals_a_stable_sort(bits, n_query, k):
     """A database of several tiles (one partial), query blocks with a partial last one, codes of
     1 to 4 words; exact copies of some queries, so the threshold reaches 0 with k items kept."""
-    from cfrh_train.kernels import TILE
+    from cfrh_search.topk import TILE
     rng = np.random.default_rng(bits + n_query)
     q = np.where(rng.random((n_query, bits)) < 0.5, 1, -1).astype(np.int8)
     db = np.where(rng.random((3 * TILE + 77, bits)) < 0.5, 1, -1).astype(np.int8)

@@ -6,11 +6,21 @@ import re
 
 import numpy as np
 import pytest
+from conftest import exported_run, trio
 from typer.testing import CliRunner
 
-from cfrh.thumbnails import row_image
-from cfrh_cache.store import Cache
-from cfrh_train.table import collect_runs, ensure_runs
+from cfrh.codes import pack_codes
+from cfrh_cache.readers.synth import write_mat73
+from cfrh_cache.store import Cache, row_image
+from cfrh_cli import search_app
+from cfrh_search import ann
+from cfrh_search.examples import choose_queries, example_figures
+from cfrh_search.index import Index, IndexSpec
+from cfrh_search.queries import Queries
+from cfrh_search.topk import hamming_topk
+from cfrh_train.config import load
+from cfrh_train.missing_runs import ensure_runs
+from cfrh_train.results import collect_runs
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +37,8 @@ def brute_topk(q, db, k):
     return order, dist[order]
 
 
+@pytest.mark.slow
 def test_example_figure_shows_seeded_queries_and_each_methods_true_top_k(two_runs, synth_cache):
-    from cfrh_train.examples import choose_queries, example_figures
     paths = example_figures(collect_runs(two_runs), synth_cache.parent, two_runs / "figures", 3, seed=5, k=6)
     assert sorted(p.suffix for p in paths) == [".json", ".json", ".pdf", ".pdf", ".png", ".png"]
     cache = Cache.open(synth_cache)
@@ -50,12 +60,8 @@ def test_example_figure_shows_seeded_queries_and_each_methods_true_top_k(two_run
 
 
 def test_search_html_page_has_the_hits_with_their_frames(two_runs, synth_cache, tmp_path):
-    from cfrh.cli import search_app
-    from cfrh_train.config import load
-    from cfrh_train.search import Index
-    from cfrh_train.train import run
-    folder = run(load("synth", overrides={"method": "lsh", "bits": 16, "device": "cpu"}), synth_cache.parent, "synth",
-                 tmp_path / "runs", progress=False, export=True)
+    folder = exported_run(load("synth", overrides={"method": "lsh", "bits": 16, "device": "cpu"}), synth_cache.parent, "synth",
+                 tmp_path / "runs")
     page = tmp_path / "hits.html"
     out = CliRunner().invoke(search_app, [str(folder), "--row", "7", "-k", "5", "--target", "image", "--html", str(page)])
     assert out.exit_code == 0, out.output
@@ -65,16 +71,14 @@ def test_search_html_page_has_the_hits_with_their_frames(two_runs, synth_cache, 
     labels = Cache.open(synth_cache).read("labels")
     for state, row, _, _ in figures:
         assert state == ("relevant" if (labels[7] & labels[int(row)]).any() else "irrelevant")
-    hits = Index(folder / "index").search(Index(folder / "index").hash(
-        image=Index(folder / "index").rows_of([7], "image"))[0], "image", 5)[0]
+    index = Index(folder / "index")
+    hits = index.search(Queries(index).hash(image=index.rows_of([7], "image"))[0], "image", 5)[0]
     assert [int(f[1]) for f in figures] == [h.row for h in hits]
     assert html.count("data:image/jpeg;base64,") == 6  # the query image and five hits, embedded
 
 
 def test_thumbnails_of_an_image_array_are_its_rows(tmp_path):
-    from test_real_world_input import trio
 
-    from cfrh_cache.readers.synth import write_mat73
     pixels = trio(tmp_path, lambda p, x: write_mat73(p, {"IAll": x.transpose(1, 2, 3, 0)}), n=6, side=5)
     place = {"kind": "array", "file": "mirflickr25k-iall.mat", "key": "IAll", "layout": "HWCN"}
     np.testing.assert_array_equal(np.asarray(row_image(place, str(tmp_path), 4)), pixels[4])
@@ -95,9 +99,6 @@ def structured_codes(n=4000, bits=64, centres=40, flip=0.06, seed=0):
                                                ("mih", {"nhash": 4, "b": 16, "nflip": 2}, 0.8)])
 def test_ann_results_are_database_items_at_their_true_distance_with_recall(kind, params, floor):
     pytest.importorskip("faiss")
-    from cfrh.codes import pack_codes
-    from cfrh_train import ann
-    from cfrh_train.search import hamming_topk
     both = structured_codes(n=4060)  # queries from the same centres as the database, as test queries are
     db, q = both[:4000], both[4000:]
     words, q_words = pack_codes(db), pack_codes(q)
@@ -118,8 +119,6 @@ def test_ann_results_are_database_items_at_their_true_distance_with_recall(kind,
 
 def test_mih_range_search_is_exact_within_its_radius():
     pytest.importorskip("faiss")
-    from cfrh.codes import pack_codes
-    from cfrh_train import ann
     both = structured_codes(n=3025, seed=2)
     db, q = both[:3000], both[3000:]
     params = {"nhash": 4, "b": 16, "nflip": 1}  # exact up to radius 4 × 2 − 1 = 7
@@ -132,19 +131,14 @@ def test_mih_range_search_is_exact_within_its_radius():
 
 
 def test_exported_ann_and_sharded_indexes_answer_like_the_exact_one(synth_cache, tmp_path):
-    from cfrh_train.config import load
-    from cfrh_train.search import Index, IndexSpec
-    from cfrh_train.train import run
     config = load("synth", overrides={"method": "lsh", "bits": 32, "device": "cpu"})
-    exact = Index(run(config, synth_cache.parent, "synth", tmp_path / "a", progress=False, export=True) / "index")
-    sharded = Index(run(config, synth_cache.parent, "synth", tmp_path / "b", progress=False, export=True,
-                        index=IndexSpec("exact", None, 3)) / "index")
-    code = exact.hash(image=exact.rows_of([3, 9], "image"))[0]
+    exact = Index(exported_run(config, synth_cache.parent, "synth", tmp_path / "a") / "index")
+    sharded = Index(exported_run(config, synth_cache.parent, "synth", tmp_path / "b", spec=IndexSpec("exact", None, 3)) / "index")
+    code = Queries(exact).hash(image=exact.rows_of([3, 9], "image"))[0]
     assert [[(h.row, h.distance) for h in hits] for hits in sharded.search(code, "text", 20)] == \
         [[(h.row, h.distance) for h in hits] for hits in exact.search(code, "text", 20)]
     pytest.importorskip("faiss")
-    hnsw = Index(run(config, synth_cache.parent, "synth", tmp_path / "c", progress=False, export=True,
-                     index=IndexSpec("hnsw", {"ef_search": 256}, 2)) / "index")
+    hnsw = Index(exported_run(config, synth_cache.parent, "synth", tmp_path / "c", spec=IndexSpec("hnsw", {"ef_search": 256}, 2)) / "index")
     assert hnsw.meta["ann"]["kind"] == "hnsw" and hnsw.meta["ann"]["params"]["ef_search"] == 256
     want = exact.search(code, "text", 10)
     got = hnsw.search(code, "text", 10)
@@ -153,10 +147,8 @@ def test_exported_ann_and_sharded_indexes_answer_like_the_exact_one(synth_cache,
 
 @pytest.fixture(scope="module")
 def served_run(synth_cache, tmp_path_factory):
-    from cfrh_train.config import load
-    from cfrh_train.train import run
     config = load("synth", overrides={"method": "lsh", "bits": 16, "device": "cpu"})
-    return run(config, synth_cache.parent, "synth", tmp_path_factory.mktemp("served"), progress=False, export=True)
+    return exported_run(config, synth_cache.parent, "synth", tmp_path_factory.mktemp("served"))
 
 
 def test_serve_api_answers_text_and_image_queries(served_run, synth_dir):
@@ -164,14 +156,13 @@ def test_serve_api_answers_text_and_image_queries(served_run, synth_dir):
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from cfrh_train.search import Index
-    from cfrh_train.serve import create_app
+    from cfrh_search.serve import load as create_app
     client = TestClient(create_app(served_run))
     assert "search images" in client.get("/").text
     index = Index(served_run / "index")
     word = index.meta["vocabulary"][0]
     got = client.get("/api/search", params={"text": word, "k": 4}).json()
-    want = index.search(index.hash(text=index.text_vectors([word]))[1], "image", 4)[0]
+    want = index.search(Queries(index).hash(text=Queries(index).text_vectors([word]))[1], "image", 4)[0]
     assert [h["row"] for h in got["hits"]] == [h.row for h in want] and got["query"]["target"] == "image"
     assert client.get("/api/search", params={"text": "zzzz qqqq"}).status_code == 400
     image = sorted((synth_dir / "images").glob("*.jpg"))[3]
@@ -191,6 +182,7 @@ def _chromium() -> str | None:
     return found
 
 
+@pytest.mark.slow
 def test_the_page_answers_a_query_in_a_real_browser(served_run):
     """Chromium (headless, through Playwright) types a query into the served page and sees hits."""
     pytest.importorskip("fastapi")
@@ -203,8 +195,7 @@ def test_the_page_answers_a_query_in_a_real_browser(served_run):
 
     import uvicorn
 
-    from cfrh_train.search import Index
-    from cfrh_train.serve import create_app
+    from cfrh_search.serve import load as create_app
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -98,6 +98,7 @@ def test_same_seed_same_result(run, synth_cache):
     np.testing.assert_array_equal(again["codes"]["database_text"], run["codes"]["database_text"])
 
 
+@pytest.mark.slow
 def test_cfrh_beats_random_and_lsh(quality_cache):
     scores = {}
     for method in ("cfrh", "lsh", "random"):
@@ -143,7 +144,7 @@ def test_cli_writes_run_and_removes_checkpoint(synth_cache, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from cfrh_train.cli import train_command
+    from cfrh_cli.train import train_command
     app = typer.Typer()
     app.command()(train_command)
     result = CliRunner().invoke(app, ["--dataset", "synth", "--bits", "8", "--cache-dir", str(synth_cache.parent),

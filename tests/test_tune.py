@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import fake_run
 
 pytest.importorskip("optuna")
 
@@ -41,6 +42,7 @@ def counting_queries(monkeypatch, synth_cache):
     return calls
 
 
+@pytest.mark.slow
 def test_a_study_beats_the_default_on_validation_and_scores_the_test_queries_once(synth_cache, tmp_path,
                                                                                    counting_queries):
     from cfrh_train.train import train
@@ -59,6 +61,7 @@ def test_a_study_beats_the_default_on_validation_and_scores_the_test_queries_onc
     assert again["result"]["selection"]["val_map"] == pytest.approx(summary["best_val_map"])
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_with_its_finished_trials(synth_cache, tmp_path, monkeypatch):
     import optuna
 
@@ -86,6 +89,7 @@ def test_a_killed_study_resumes_with_its_finished_trials(synth_cache, tmp_path, 
     assert (folder / "best.json").read_text() == best
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test's own ask() plays the killed worker
 def test_a_killed_workers_running_trial_is_failed_and_the_budget_still_met(synth_cache, tmp_path, monkeypatch):
     import time
@@ -160,7 +164,7 @@ def ref_wilcoxon_exact(diff: np.ndarray) -> float:
 
 
 def test_significance_against_an_enumeration_of_sign_flips():
-    from cfrh_train.table import paired_p
+    from cfrh_train.rows import paired_p
     best = [np.array([0.9, 0.8, 0.75, 0.6, 0.95]), np.array([0.7, 0.66, 0.81, 0.5, 0.9])]
     other = [np.array([0.5, 0.81, 0.55, 0.52, 0.7]), np.array([0.61, 0.62, 0.78, 0.45, 0.71])]  # |diffs| distinct
     diff = np.concatenate(best) - np.concatenate(other)
@@ -170,7 +174,6 @@ def test_significance_against_an_enumeration_of_sign_flips():
 
 def test_table_marks_a_lead_that_is_not_significant(tmp_path):
     """Two methods whose per-query APs barely differ: the runner-up is marked †; a clear loser is not."""
-    from test_table import fake_run
 
     from cfrh_train.table import make_table
     rng = np.random.default_rng(0)
@@ -192,8 +195,10 @@ def test_table_marks_a_lead_that_is_not_significant(tmp_path):
     assert "Wilcoxon signed-rank" in md
 
 
+@pytest.mark.slow
 def test_tuned_rows_stand_beside_default_rows_and_name_their_budget(synth_cache, tmp_path):
-    from cfrh_train.table import ensure_runs, make_table
+    from cfrh_train.missing_runs import ensure_runs
+    from cfrh_train.table import make_table
     counts = ensure_runs(["synth"], ["cfrh", "lsh"], [8], [0], synth_cache.parent, tmp_path / "runs", "cpu", False,
                          log=lambda m: None, tuned=3)
     assert counts == {"trained": 3, "reused": 0}  # cfrh default, cfrh tuned, lsh (nothing to tune)
@@ -221,6 +226,7 @@ def test_ablation_table_of_cfrh_on_validation(synth_cache, tmp_path, counting_qu
     assert "| − cross-modal term |" in (tmp_path / "runs" / "ablation" / "synth" / "cfrh" / "8bit" / "ablation.md").read_text()
 
 
+@pytest.mark.slow
 def test_parallel_workers_share_one_study_and_keep_its_budget(synth_cache, tmp_path):
     from cfrh_train.tune import tune
     summary = tune("synth", "cfrh", 8, 3, synth_cache.parent, tmp_path / "runs", jobs=2,
@@ -228,6 +234,7 @@ def test_parallel_workers_share_one_study_and_keep_its_budget(synth_cache, tmp_p
     assert summary["trials"] == 3 and summary["budget"] == 3
 
 
+@pytest.mark.slow
 def test_a_study_tuned_further_still_serves_a_smaller_budget_exactly(synth_cache, tmp_path):
     """make table TUNED=3 after a 5-trial study: judged on the study's first 3 trials, which are
     the trials a 3-trial study runs (same trial 0, same sampler seed)."""

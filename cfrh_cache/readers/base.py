@@ -17,7 +17,7 @@ from PIL import Image
 
 from cfrh.errors import DataError
 from cfrh.images import open_rgb
-from cfrh.matfile import MatFile
+from cfrh_cache.matfile import MatFile
 
 
 class ImageSource:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cfrh.errors import DataError
-from cfrh.matfile import MatFile
+from cfrh_cache.matfile import MatFile
 from cfrh_cache.readers.base import (
     ArrayImages,
     FileImages,

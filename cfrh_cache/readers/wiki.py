@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cfrh.errors import DataError
-from cfrh.matfile import MatFile
+from cfrh_cache.matfile import MatFile
 from cfrh_cache.readers.base import FeatureRows, FileImages, Source, as_labels, no_layout, shipped_text
 
 N_TRAIN, N_TEST, CLASSES = 2173, 693, 10

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from cfrh.errors import ConfigError
+
 METHODS = {  # CFRH first, then the peers, then the floors: the table's row order
     "cfrh": "cfrh_train.methods.cfrh:CFRH",
     "jdsh": "cfrh_train.methods.jdsh:JDSH",
@@ -20,10 +22,10 @@ METHODS = {  # CFRH first, then the peers, then the floors: the table's row orde
     "lsh": "cfrh_train.methods.baselines:LSH",
     "random": "cfrh_train.methods.baselines:RandomCodes",
 }
+TABLE_METHODS = [m for m in METHODS if m != "random"]  # a table's methods unless named: all but the chance floor
 
 
 def method_class(name: str):
-    from cfrh.errors import ConfigError
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     module, cls = METHODS[name].split(":")

@@ -20,6 +20,18 @@ body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 """
 
 
+def search_form() -> str:
+    """The served page's search boxes: a text query, and an image upload (``cfrh serve``)."""
+    return """<form id='text-form' action='search' method='get'>
+  <input id='text' name='text' size='50' placeholder='a text query, e.g. red circle'>
+  <input name='k' type='number' value='10' min='1' max='1000'> <button id='go' type='submit'>search images</button>
+</form>
+<form id='image-form' action='search' method='post' enctype='multipart/form-data' style='margin-top: 1em'>
+  <input id='image' name='image' type='file' accept='image/*'>
+  <input name='k' type='number' value='10' min='1' max='1000'> <button type='submit'>search texts</button>
+</form>"""
+
+
 def relevance(query_labels: list[str] | None, hit_labels: list[str]) -> bool | None:
     """The field's rule: relevant when query and item share a label (None: the query has none known)."""
     if query_labels is None:
@@ -27,14 +39,16 @@ def relevance(query_labels: list[str] | None, hit_labels: list[str]) -> bool | N
     return bool(set(query_labels) & set(hit_labels))
 
 
-def hits_page(title: str, query: dict, hits: list[dict]) -> str:
+def hits_page(title: str, query: dict, hits: list[dict], form: bool = False) -> str:
     """``query``: {text?, image (data URI)?, row?, labels?}; each hit: {rank, row, distance, labels,
-    text?, image (data URI)?}. Returns the page."""
+    text?, image (data URI)?}. ``form``: the search boxes above the hits (a served page). Returns
+    the page; every text it shows is escaped."""
     q_labels = query.get("labels")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>", "<div class='query' id='query'>"]
+             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>", search_form() if form else "",
+             "<div class='query' id='query'>"]
     if query.get("image"):
-        parts.append(f"<img alt='query image' src='{query['image']}'>")
+        parts.append(f"<img alt='query image' src='{escape(query['image'])}'>")
     described = [f"<b>query</b> {escape(query['text'])}" if query.get("text") else "<b>query</b>"]
     if query.get("row") is not None:
         described.append(f"row {query['row']}")
@@ -48,7 +62,7 @@ def hits_page(title: str, query: dict, hits: list[dict]) -> str:
                      f"data-distance='{hit['distance']}' data-relevant='{state}' "
                      f"style='border-color: {FRAME[rel]}'>")
         if hit.get("image"):
-            parts.append(f"<img alt='row {hit['row']}' src='{hit['image']}'>")
+            parts.append(f"<img alt='row {hit['row']}' src='{escape(hit['image'])}'>")
         if hit.get("text"):
             parts.append(f"<div class='text'>{escape(hit['text'])}</div>")
         parts.append(f"<figcaption>#{hit['rank']} · row {hit['row']} · distance {hit['distance']}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cfrh.errors import ConfigError
+from cfrh.fsio import atomic_write
 
 KINDS = ("exact", "ivf", "hnsw", "mih")
 
@@ -90,7 +91,6 @@ def configure(index, kind: str, params: dict) -> None:
 
 
 def save(index, path: Path) -> None:
-    from cfrh.fsio import atomic_write
     atomic_write(path, lambda tmp: _faiss().write_index_binary(index, str(tmp)))
 
 

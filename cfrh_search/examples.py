@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from cfrh.codes import pack_codes
+from cfrh.mpl import pyplot
 from cfrh.thumbnails import thumbnail
 from cfrh_cache.store import Cache
-from cfrh_train.pages import FRAME, relevance
-from cfrh_train.plots import _pyplot, arrow
-from cfrh_train.search import hamming_topk
+from cfrh_search.pages import FRAME, relevance
+from cfrh_search.topk import hamming_topk
+from cfrh_train.results import arrow, group_runs, row_name
 
 
 def choose_queries(n_query: int, count: int, seed: int) -> np.ndarray:
@@ -65,7 +66,7 @@ def _image_of(cache: Cache, row: int):
 
 def draw(data: list[dict], cache: Cache, direction: str, title: str, path: Path) -> list[Path]:
     """The figure (PNG and PDF) and its data (JSON) of ``example_data``."""
-    plt = _pyplot()
+    plt = pyplot()
     k = max(len(entry["hits"]) for entry in data)
     fig, axes = plt.subplots(len(data), k + 1, figsize=(1.3 * (k + 1) + 1.2, 1.45 * len(data)), squeeze=False)
     for r, entry in enumerate(data):
@@ -106,16 +107,15 @@ def draw(data: list[dict], cache: Cache, direction: str, title: str, path: Path)
 def example_figures(results: list[dict], cache_dir: str | Path, out_dir: str | Path, count: int, seed: int = 0,
                     k: int = 8) -> list[Path]:
     """Per dataset, split and bit length: one figure per direction, every method's first seed."""
-    from cfrh_train.table import _group, _row_name
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for (dataset, protocol), runs in _group(results).items():
+    for (dataset, protocol), runs in group_runs(results).items():
         cache = Cache.open(Path(cache_dir) / dataset)
         for bits in sorted({r["bits"] for r in runs}):
             chosen: dict[str, dict] = {}
             for r in sorted((r for r in runs if r["bits"] == bits), key=lambda r: r["seed"]):
-                chosen.setdefault(_row_name(r, runs), r)
+                chosen.setdefault(row_name(r, runs), r)
             picked = list(chosen.values())
             for direction in ("t2i", "i2t"):
                 data = example_data(picked, cache, count, seed, k, direction)

@@ -1,7 +1,9 @@
-"""``cfrh cache`` (alias ``cfrh-cache``): stage 1 from the command line (synth, features, info, verify).
+"""``cfrh cache`` (alias ``cfrh-cache``): stage 1 from the command line (synth, features, import,
+info, verify).
 
 A thin layer over the library: options are parsed and checked here, the work is done by
-``cfrh_cache.pipeline`` and ``cfrh_cache.verify``.
+``cfrh_cache.pipeline``, ``.importer`` and ``.verify`` (imported when a command runs, so that
+``--help`` and ``info`` stay light).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,17 +19,24 @@ from rich.table import Table
 
 from cfrh.cliutil import console, err_console, user_errors
 from cfrh.errors import ConfigError
+from cfrh_cli.options import (
+    CACHE_DIR,
+    DEVICE,
+    CacheDir,
+    Dataset,
+    Device,
+    Progress,
+    Protocol,
+    TextKind,
+    Version,
+    seed_option,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Stage 1: read a dataset, encode its images once, write the cache.")
 
-DATASETS = ("mirflickr", "nuswide", "coco", "wiki", "manifest", "synth")  # = cfrh_cache.readers.READERS
-Dataset = Enum("Dataset", {d: d for d in DATASETS}, type=str)
-Protocol = Enum("Protocol", {p: p for p in ("djsrh", "ucch")}, type=str)
-TextKind = Enum("TextKind", {k: k for k in ("bow", "dense")}, type=str)
-
-
 @app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log what each step reads and decides")] = False) -> None:
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log what each step reads and decides")] = False,
+           version: Version = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -37,7 +45,7 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log wh
 def synth(out: Annotated[Path, typer.Option(help="folder to write the demo dataset into")],
           n: Annotated[int, typer.Option(min=50, help="number of image–text pairs")] = 3000,
           labels: Annotated[int, typer.Option(min=2, help="number of labels (visual concepts)")] = 12,
-          seed: Annotated[int, typer.Option(min=0, help="seed of the drawing")] = 0,
+          seed: seed_option("the drawing") = 0,
           size: Annotated[int, typer.Option(min=16, help="image side in pixels")] = 224) -> None:
     """Write the offline demo dataset (MIRFlickr .mat trio + manifest.csv with JPEGs)."""
     from cfrh_cache.readers.synth import make_synth
@@ -51,14 +59,14 @@ def synth(out: Annotated[Path, typer.Option(help="folder to write the demo datas
 def features(
     dataset: Annotated[Dataset, typer.Argument(help="the dataset's on-disk form")],
     root: Annotated[Path, typer.Option(help="the dataset's folder (manifest: the file or its folder)")],
-    cache_dir: Annotated[Path, typer.Option(help="cache root; the store goes to CACHE_DIR/DATASET")] = Path("cache"),
+    cache_dir: CacheDir = CACHE_DIR,
     model: Annotated[str, typer.Option(help="open_clip architecture (open_clip.list_models())")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option(help="open_clip tag, local weights file, or 'none'")] = "openai",
     batch_size: Annotated[int, typer.Option(min=1, help="images per encoder call")] = 256,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader workers decoding/resizing images")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
+    device: Device = DEVICE,
     protocol: Annotated[Protocol, typer.Option(help="split protocol")] = Protocol.djsrh,
-    seed: Annotated[int, typer.Option(min=0, help="split seed (and init seed of a random encoder)")] = 0,
+    seed: seed_option("the split (and of a random encoder's weights)") = 0,
     vocab_size: Annotated[int, typer.Option(min=1, help="vocabulary size for datasets with raw text")] = 2000,
     min_df: Annotated[int, typer.Option(min=1, help="drop words found in fewer texts")] = 2,
     resplit: Annotated[bool, typer.Option(help="replace a stored split of another protocol/seed")] = False,
@@ -72,11 +80,12 @@ def features(
                                                     "(text/<model>__<pretrained>; train with --text TAG)")] = False,
     chunk_rows: Annotated[int, typer.Option(min=1, help="rows per Zarr chunk (the unit of resumption and of ranks)")] = 1024,
     max_chunks: Annotated[int | None, typer.Option(hidden=True)] = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Progress = True,
 ) -> None:
     """Stage 1: read DATASET, encode its images once, write texts, labels, split and features."""
     from cfrh_cache.distributed import distributed_context
-    from cfrh_cache.pipeline import FeatureOptions, build_features
+    from cfrh_cache.options import FeatureOptions
+    from cfrh_cache.pipeline import build_features
     options = FeatureOptions(model=model, pretrained=pretrained, batch_size=batch_size, workers=workers, device=device,
                              protocol=protocol.value, seed=seed, vocab_size=vocab_size, min_df=min_df, resplit=resplit,
                              rebuild=rebuild, chunk_rows=chunk_rows, progress=progress, image_layout=image_layout,
@@ -113,16 +122,17 @@ def import_(
     text_kind: Annotated[TextKind, typer.Option(help="bow: non-negative counts or weights; dense: features "
                                                      "(LDA, Doc2Vec, CLIP text)")] = TextKind.bow,
     encoder_name: Annotated[str, typer.Option(help="names the features: image/<name> (e.g. vgg19)")] = "imported",
-    cache_dir: Annotated[Path, typer.Option(help="cache root; the store goes to CACHE_DIR/NAME")] = Path("cache"),
+    cache_dir: CacheDir = CACHE_DIR,
     protocol: Annotated[Protocol, typer.Option(help="split protocol when no split files are given")] = Protocol.djsrh,
-    seed: Annotated[int, typer.Option(min=0, help="split seed")] = 0,
+    seed: seed_option("the split") = 0,
     resplit: Annotated[bool, typer.Option(help="replace a stored split of another protocol/seed")] = False,
     rebuild: Annotated[bool, typer.Option(help="rebuild what was made from other inputs")] = False,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: Progress = True,
 ) -> None:
     """Import features computed elsewhere (VGG-19 .npy, DGCPN, UCCH .mat, clip-retrieval) into a cache."""
     from cfrh_cache.importer import add_image_features, import_source, split_spec
-    from cfrh_cache.pipeline import FeatureOptions, build_source
+    from cfrh_cache.options import FeatureOptions
+    from cfrh_cache.pipeline import build_source
     if text is None and labels is None:
         name_ = add_image_features(cache_dir / name, image, encoder_name)
         err_console.print(f"cache: [bold]{cache_dir / name}[/] has {name_}; compare encoders with "

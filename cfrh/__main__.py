@@ -1,3 +1,0 @@
-from cfrh.cli import app
-
-app()

@@ -1,0 +1,3 @@
+from cfrh_cli import app
+
+app()

@@ -1,3 +1,0 @@
-from cfrh.cli import train_app
-
-train_app()
