@@ -149,7 +149,8 @@ def test_every_config_key_is_declared_and_every_method_loads():
     assert all(spec.get("help") for spec in declared.values())
 
 
-@pytest.mark.parametrize("command", [[], ["cache"], ["cache", "features"], ["train"], ["table"], ["search"]])
+@pytest.mark.parametrize("command", [[], ["cache"], ["cache", "features"], ["cache", "import"], ["train"], ["table"],
+                                     ["tune"], ["search"], ["serve"], ["export"]])
 def test_every_option_has_a_help_text(command):
     import typer
 
@@ -192,3 +193,43 @@ def test_every_test_the_docs_name_exists():
     assert len(named) > 30
     missing = [f"{m}::{t}" for m, t in sorted(named) if f"def {t}(" not in (ROOT / "tests" / f"{m}.py").read_text()]
     assert not missing, missing
+
+
+def every_command():
+    import typer
+
+    from cfrh_cli import app
+    stack, out = [typer.main.get_command(app)], []
+    while stack:
+        cmd = stack.pop()
+        out.append(cmd)
+        stack.extend(getattr(cmd, "commands", {}).values())
+    return out
+
+
+@pytest.mark.parametrize("option", ["device", "cache_dir", "runs_dir", "progress"])
+def test_a_shared_option_has_one_default_and_one_help_text(option):
+    found = [(c.name, p.default, p.help) for c in every_command() for p in c.params if p.name == option]
+    assert len(found) >= 3 and len({(d, h) for _, d, h in found}) == 1, found
+    if option == "device":
+        assert found[0][1] == "auto" and all(w in found[0][2] for w in ("cpu", "cuda", "mps"))
+
+
+@pytest.mark.parametrize("alias", ["cache_cli", "train_app", "table_app", "tune_app", "search_app"])
+def test_every_alias_answers_version(alias):
+    import cfrh
+    import cfrh_cli
+    out = CliRunner().invoke(getattr(cfrh_cli, alias), ["--version"])
+    assert out.exit_code == 0 and out.output.strip() == f"cfrh {cfrh.__version__}", out.output
+
+
+def test_the_entry_points_are_declared_in_one_module():
+    import tomllib
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts and all(target.split(":")[0] == "cfrh_cli" for target in scripts.values()), scripts
+
+
+def test_a_list_option_takes_repeats_and_words_alike():
+    from cfrh_cli.options import words
+    assert words(["16 32"], int) == words(["16", "32"], int) == words(["16,32"], int) == [16, 32]
+    assert words([""]) == words([]) == []
