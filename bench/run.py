@@ -15,7 +15,8 @@ never asserted (shared machines are noisy). Sections:
 - tune: a 10-trial CFRH study at MIRFlickr scale (default search space, pruning): trials/hour;
 - trainer: one epoch of ours vs peer code (per-item DataLoader, dense BoW layer, unfused SGD)
   on the same model function, and the share of the loop alone;
-- stage2: one training + evaluation at MIRFlickr scale on synthetic tensors, per bit length.
+- stage2: one training + evaluation at MIRFlickr scale on synthetic tensors, per bit length;
+- shallow: CVH, IMH, CMFH, LSSH fitted and evaluated at MIRFlickr scale, beside LSH.
 """
 
 from __future__ import annotations
@@ -258,6 +259,20 @@ def bench_stage2(bits_list, epochs=None):
     return rows
 
 
+def bench_shallow(bits: int = 32, methods=("cvh", "imh", "cmfh", "lssh", "lsh")):
+    """The shallow baselines at MIRFlickr scale: fit on 5,000 training rows and evaluate, beside LSH."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mirflickr_shaped_cache(Path(tmp))
+        rows = []
+        for method in methods:
+            out = train(load("mirflickr", overrides={"method": method, "bits": bits, "device": "cpu"}), tmp,
+                        "mirflickr", progress=False)
+            r = out["result"]
+            rows.append({"method": method, "bits": bits, "fit_s": r["timing"]["train_s"], "eval_s": r["timing"]["eval_s"],
+                         "map50": [r["metrics"][d]["map@50"] for d in ("i2t", "t2i")], "target": "seconds"})
+    return rows
+
+
 def bench_stage1(model: str, n: int, batch: int, workers: int):
     """Pipeline images/s vs bare forward on the same model, batch and device."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -302,6 +317,7 @@ def main() -> None:
              "tune": lambda: bench_tune(trials=2),
              "trainer": lambda: bench_trainer(n=1000),
              "stage2": lambda: bench_stage2(train_bits[:1], epochs=2),
+             "shallow": lambda: bench_shallow(methods=("cvh", "cmfh")),
              "stage1": lambda: bench_stage1("cfrh-tiny-vit", 128, 32, args.workers)}
     full = {"eval": lambda: bench_eval(bits),
             "search": bench_search,
@@ -309,6 +325,7 @@ def main() -> None:
             "tune": bench_tune,
             "trainer": bench_trainer,
             "stage2": lambda: bench_stage2(train_bits),
+            "shallow": bench_shallow,
             "stage1": lambda: bench_stage1(args.model, args.images, args.batch, args.workers)}
     only = args.only.split() if args.only else list(full)
     unknown = sorted(set(only) - set(full))
@@ -347,6 +364,9 @@ def main() -> None:
     for r in results.get("stage2", []):
         table.add_row(f"stage 2, {r['bits']} bits, {r['config']}", f"{r['wall_s']} s ({r['epochs']} epochs)",
                       f"mAP@50 {r['map50_i2t']:.3f} / {r['map50_t2i']:.3f}", "", r["target"])
+    for r in results.get("shallow", []):
+        table.add_row(f"shallow {r['method']}, {r['bits']} bits, MIRFlickr shapes", f"fit {r['fit_s']} s",
+                      f"eval {r['eval_s']} s, mAP@50 {r['map50'][0]:.3f} / {r['map50'][1]:.3f}", "", r["target"])
     if "stage1" in results:
         s = results["stage1"]
         table.add_row(f"stage 1 {s['model']} ({s['device']})", f"{s['pipeline_img_s']} img/s",

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(tmp_path)`` next to ``path``, then rename over it: a kill mid-write leaves the
     previous file intact. A full or read-only disk becomes a one-line error naming the path."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # two writers never share one
     with disk_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -53,4 +53,4 @@ def open_rgb(path: str | Path, row: int | None = None, name: str | None = None) 
     except Image.DecompressionBombError as exc:
         raise DataError(f"{shown}: image{of_row} too large to decode safely ({exc}); downscale it first") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{shown}: cannot decode image{of_row} ({exc})") from exc
+        raise DataError(f"{shown}: cannot decode image{of_row} ({str(exc).replace(str(path), str(shown))})") from exc

@@ -11,6 +11,7 @@ Split files hold row numbers (0-based; 1-based in ``.mat`` files, as MATLAB coun
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,9 @@ from cfrh.errors import DataError
 from cfrh.fsio import now, sha256_file
 from cfrh_cache.matfile import MatFile
 from cfrh_cache.readers.base import FeatureRows, Source, as_labels, shipped_text
-from cfrh_cache.store import Cache
+from cfrh_cache.store import Cache, check_name
 
+log = logging.getLogger(__name__)
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -101,19 +103,38 @@ def _only_key(path: Path, key: str, keys: list[str]) -> str:
 
 def _parquet(path: Path, key: str) -> np.ndarray:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'cfrh[parquet]')") from None
     table = pq.read_table(path)
-    if key:
-        if key not in table.column_names:
-            raise DataError(f"{path}: no column '{key}'; it has: {', '.join(table.column_names)}")
-        column = table.column(key).to_pylist()
-        return np.asarray(column, dtype=np.float64 if isinstance(column[0], list) else None)
-    numeric = [c for c in table.column_names if np.issubdtype(np.asarray(table.column(c)).dtype, np.number)]
-    if not numeric:
-        raise DataError(f"{path}: no numeric column; name a list column of vectors as {path.name}:COLUMN")
-    return np.stack([np.asarray(table.column(c)) for c in numeric], axis=1)
+    lists = [c for c in table.column_names if pa.types.is_list(table.schema.field(c).type)
+             or pa.types.is_large_list(table.schema.field(c).type) or pa.types.is_fixed_size_list(table.schema.field(c).type)]
+    if not key:
+        numeric = [c for c in table.column_names if c not in lists and np.issubdtype(np.asarray(table.column(c)).dtype,
+                                                                                   np.number)]
+        if len(lists) == 1:
+            key = lists[0]
+        elif lists or len(numeric) < 2:
+            found = ", ".join(lists or numeric) or "none"
+            raise DataError(f"{path}: {'several vector columns' if lists else 'no feature matrix'} (candidates: "
+                            f"{found}); name the column as {path.name}:COLUMN")
+        else:  # a feature per column: every numeric column side by side
+            return np.stack([np.asarray(table.column(c)) for c in numeric], axis=1)
+    if key not in table.column_names:
+        raise DataError(f"{path}: no column '{key}'; it has: {', '.join(table.column_names)}")
+    column = table.column(key).to_pylist()
+    if key not in lists:
+        return np.asarray(column)
+    lengths = {len(v) for v in column if v is not None}
+    for i, v in enumerate(column):
+        if v is None or any(x is None for x in v):
+            raise DataError(f"{path}:{key}: row {i} is {'null' if v is None else 'a vector with nulls'}; every row "
+                            "needs a complete vector")
+        if len(v) != len(column[0]):
+            raise DataError(f"{path}:{key}: row {i} has {len(v)} values, row 0 has {len(column[0])} (ragged "
+                            f"vectors, lengths {sorted(lengths)[:5]})")
+    return np.asarray(column, dtype=np.float64)
 
 
 def _clip_retrieval(folder: Path, side: str) -> Loaded:
@@ -126,8 +147,11 @@ def _clip_retrieval(folder: Path, side: str) -> Loaded:
 
 
 def check_rows(loaded: Loaded, n: int, what: str) -> np.ndarray:
-    """A 2-D (N, D) array of finite values, with the transposed case named."""
+    """A 2-D (N, D) array of finite real values, with the transposed case named."""
     values = loaded.values
+    if np.iscomplexobj(values.data if scipy.sparse.issparse(values) else np.asarray(values)):
+        raise DataError(f"{loaded.where}: {what} hold complex numbers; expected real features (if the real part "
+                        "is what you mean, save that)")
     if scipy.sparse.issparse(values):
         values = scipy.sparse.csr_array(values)
     elif np.asarray(values).ndim != 2:
@@ -143,16 +167,49 @@ def check_rows(loaded: Loaded, n: int, what: str) -> np.ndarray:
     return values
 
 
-def as_label_matrix(loaded: Loaded, n: int) -> np.ndarray:
-    """Multi-hot rows, or a vector of class numbers (one label each) made one-hot."""
+MANY_SAME = 0.1  # the share of identical (or all-zero) feature rows above which an import warns
+
+
+def check_variance(values: np.ndarray, where: str, what: str, notes: list[str] | None = None) -> None:
+    """Features that tell no row from another (all-zero or constant: a failed extraction) are
+    refused; more than MANY_SAME of the rows identical or all-zero is said (a warning and a note)."""
+    dense = values.toarray() if scipy.sparse.issparse(values) else np.asarray(values)
+    if dense.shape[0] > 1 and not (dense != dense[:1]).any():
+        kind = "all zero" if not dense.any() else "every row the same"
+        raise DataError(f"{where}: {what} have no variance ({kind}); a failed extraction? Nothing can be "
+                        "learned or retrieved from them")
+    zero = int((~dense.any(1)).sum())
+    _, counts = np.unique(dense, axis=0, return_counts=True)
+    same = int(counts[counts > 1].sum())
+    for count, kind in ((zero, "all-zero"), (same, "identical to another row")):
+        if count > MANY_SAME * dense.shape[0]:
+            message = (f"{where}: {count} of {dense.shape[0]} {what} rows ({count / dense.shape[0]:.0%}) are {kind} "
+                       f"(more than {MANY_SAME:.0%}): their codes will coincide")
+            log.warning(message)
+            if notes is not None:
+                notes.append(message)
+
+
+def as_label_matrix(loaded: Loaded, n: int, notes: list[str] | None = None) -> np.ndarray:
+    """Multi-hot rows, or a vector of class numbers (one label each) made one-hot, its columns
+    the classes present (ids with gaps, or as large as 1,440,764, are renumbered, and it is said)."""
     values = loaded.values.toarray() if scipy.sparse.issparse(loaded.values) else np.asarray(loaded.values)
     if values.ndim == 1 or (values.ndim == 2 and 1 in values.shape and values.size == n and n > 1):
         classes = values.ravel()
-        if not np.all(classes == np.round(classes)) or classes.min() < 0:
-            raise DataError(f"{loaded.where}: a label vector must hold class numbers; found {np.unique(classes)[:5]}")
-        first = int(classes.min())  # 0- or 1-based class numbers
-        onehot = np.zeros((n, int(classes.max()) - first + 1), np.uint8)
-        onehot[np.arange(n), classes.astype(np.int64) - first] = 1
+        if classes.dtype.kind == "f" and np.isnan(classes).any():
+            bad = np.flatnonzero(np.isnan(classes))
+            raise DataError(f"{loaded.where}: a class-number vector has NaN in rows {bad[:10].tolist()}")
+        if classes.dtype.kind not in "iuf" or not np.all(classes == np.round(classes)) or classes.min() < 0:
+            odd = classes[(classes != np.round(classes)) | (classes < 0)] if classes.dtype.kind in "iuf" else classes
+            raise DataError(f"{loaded.where}: a label vector must hold class numbers (integers ≥ 0); found "
+                            f"{odd[:5].tolist()}")
+        ids, column = np.unique(classes.astype(np.int64), return_inverse=True)
+        first = int(ids[0]) if int(ids[0]) in (0, 1) else 0
+        if ids[-1] - first + 1 != ids.size and notes is not None:  # contiguous 0- or 1-based ids stay as they are
+            notes.append(f"labels {loaded.where}: class numbers {int(ids[0])}..{int(ids[-1])} renumbered to the "
+                         f"{ids.size} classes present (columns in the order of their numbers)")
+        onehot = np.zeros((n, ids.size), np.uint8)
+        onehot[np.arange(n), column.ravel()] = 1
         return onehot
     check_rows(loaded, n, "labels")
     return as_labels(values, loaded.file, loaded.key or "(the array)")
@@ -161,7 +218,8 @@ def as_label_matrix(loaded: Loaded, n: int) -> np.ndarray:
 def as_rows(loaded: Loaded, n: int) -> np.ndarray:
     """Row numbers of a split file: 0-based (1-based for .mat files) or a 0/1 mask of n rows."""
     values = np.asarray(loaded.values).ravel()
-    mask = values.dtype == bool or (values.size == n and values.dtype.kind == "u" and np.isin(values, (0, 1)).all())
+    zero_one = values.dtype.kind in "biuf" and np.isin(values, (0, 1)).all()
+    mask = values.dtype == bool or (values.size == n and zero_one and (values.dtype.kind == "u" or n > 2))
     if mask:
         return np.flatnonzero(values).astype(np.int64)
     if not np.all(values == np.round(values)):
@@ -184,18 +242,21 @@ def import_source(name: str, image: str, text: str, labels: str, query: str | No
         raise DataError(f"--encoder-name {encoder_name!r}: use letters, digits and . _ + - (it names image/<name>)")
     if text_kind not in ("bow", "dense"):
         raise DataError(f"--text-kind {text_kind!r}: expected bow or dense")
+    check_name(name)
     img = load_array(image, "image")
     features = check_rows(img, np.shape(img.values)[0], "image features")
     if scipy.sparse.issparse(features):
         features = features.toarray()
     n = features.shape[0]
+    said: list[str] = []
+    check_variance(features, img.where, "image features", said)
     txt = load_array(text, "text")
     words = shipped_text(check_rows(txt, n, "text"), txt.file, txt.key or "(the array)", text_kind)
     lab = load_array(labels, "labels")
-    label_matrix = as_label_matrix(lab, n)
+    label_matrix = as_label_matrix(lab, n, said)
     files = list(dict.fromkeys([*img.files, *txt.files, *lab.files]))
     notes = [f"imported: image {img.where} ({features.shape[1]}-d), text {txt.where} ({text_kind}, "
-             f"{words.shape[1]}-d), labels {lab.where} ({label_matrix.shape[1]} classes)"]
+             f"{words.shape[1]}-d), labels {lab.where} ({label_matrix.shape[1]} classes)", *said]
     fixed = None
     if query or database or train:
         if not (query and database):
@@ -238,6 +299,7 @@ def add_image_features(cache_path: str | Path, image: str, encoder_name: str) ->
     loaded = load_array(image, "image")
     values = check_rows(loaded, n, "image features")
     values = values.toarray() if scipy.sparse.issparse(values) else np.asarray(values)
+    check_variance(values, loaded.where, "image features")
     name = f"image/{encoder_name}"
     origin = {"file": loaded.file.name, "key": loaded.key}
     record = {"imported": {f.name: sha256_file(f) for f in loaded.files}, "origin": origin}

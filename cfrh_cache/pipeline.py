@@ -34,7 +34,7 @@ from cfrh_cache.provenance import (
 from cfrh_cache.readers import Source, read_dataset
 from cfrh_cache.runner import EncodeStats, Precomputed, encode_images, encode_texts
 from cfrh_cache.splits import make_split
-from cfrh_cache.store import Cache
+from cfrh_cache.store import Cache, check_name
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ def image_mapper(source: Source, opts: FeatureOptions) -> Encoder | Precomputed:
 def build_source(source: Source, dataset: str, root: str | Path, cache_dir: str | Path, opts: FeatureOptions, *,
                  rank: int = 0, ranks: int = 1, barrier=None, max_chunks: int | None = None) -> FeatureReport:
     """``build_features`` for a source already read (a reader's, or ``cfrh-cache import``'s)."""
+    check_name(dataset)
     with disk_errors(Path(cache_dir) / dataset):
         return _build(source, dataset, root, Path(cache_dir), opts, rank, ranks, barrier, max_chunks)
 

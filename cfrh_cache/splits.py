@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse
 
 PROTOCOLS = ("djsrh", "ucch")
 
@@ -138,15 +139,18 @@ def _class_balanced(labels: np.ndarray, rng: np.random.Generator, n_query: int, 
     """DJSRH's draw: per label in order, take its quota of unused rows for query, then for train."""
     n = labels.shape[0]
     free = np.ones(n, bool)
-    query, train = [], []
+    query, train, taken_q, taken_t = [], [], 0, 0
+    by_label = scipy.sparse.csc_array(labels > 0)  # each label's rows, sorted: one pass over the labels
     for c in range(labels.shape[1]):
-        rows = rng.permutation(np.flatnonzero((labels[:, c] > 0) & free))
+        members = by_label.indices[by_label.indptr[c]:by_label.indptr[c + 1]]
+        rows = rng.permutation(members[free[members]])
         q_c = query_quota[0] if c == 0 else query_quota[1]
         t_c = train_quota[0] if c == 0 else train_quota[1]
-        q_c = min(q_c, n_query - sum(map(len, query)))
-        t_c = min(t_c, n_train - sum(map(len, train)))
+        q_c = max(0, min(q_c, n_query - taken_q))
+        t_c = max(0, min(t_c, n_train - taken_t))
         query.append(rows[:q_c])
         train.append(rows[q_c:q_c + t_c])
+        taken_q, taken_t = taken_q + len(query[-1]), taken_t + len(train[-1])
         free[rows[:q_c + t_c]] = False
     query, train = np.concatenate(query), np.concatenate(train)
     if query.size < n_query:  # top up at random from what is left, as JDSH/CFRH do

@@ -10,6 +10,7 @@ run redoes only the chunks not flagged, and a chunk is flagged only after its da
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,18 @@ from cfrh.errors import CacheError, DataError
 from cfrh.fsio import now
 from cfrh.images import open_rgb
 from cfrh_cache.matfile import MatFile
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a cache's name: one plain folder under the cache root
+
+
+def check_name(name: str) -> str:
+    """A dataset's cache name: a plain folder name (no path, no ``..``, not empty), so that a cache
+    is always CACHE_DIR/NAME and never lands outside the cache root or at it."""
+    if not isinstance(name, str) or not NAME.match(name) or ".." in name:
+        raise DataError(f"dataset name {name!r}: expected a plain name (letters, digits and . _ + -, not starting "
+                        "with a dot, no / or ..); it names the folder CACHE_DIR/NAME")
+    return name
+
 
 FORMAT_VERSION = 1  # the layout and the bytes: arrays below, each stored with CODECS
 CHUNK_ROWS = 1024

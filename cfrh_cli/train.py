@@ -35,6 +35,8 @@ from cfrh_cli.options import (
 from cfrh_train.config import load, parse_set
 from cfrh_train.methods import METHODS, TABLE_METHODS
 
+TABLE_BITS, TABLE_SEEDS = ["16", "32", "64", "128"], ["0", "1", "2"]  # what `make table` trains unless told
+
 
 def choose_dataset(dataset: str | None, cache_dir: Path) -> str:
     """``--dataset``, or the one dataset the cache root holds (said on stderr); several or none: refused."""
@@ -117,8 +119,10 @@ def print_summary(result: dict, folder: Path) -> None:
 @user_errors
 def table_command(
     datasets: words_option("datasets to train and show (default: every cached dataset)") = [],
-    bits: words_option("code lengths") = ["16 32 64 128"],
-    seeds: words_option("training seeds (rows show mean ± std over them)") = ["0 1 2"],
+    bits: words_option(f"code lengths (default: {' '.join(TABLE_BITS)} to train; with --no-train, every one "
+                       "there is)") = [],
+    seeds: words_option(f"training seeds, rows show mean ± std over them (default: {' '.join(TABLE_SEEDS)} to "
+                        "train; with --no-train, every one there is)") = [],
     methods: words_option(f"methods (default: {' '.join(TABLE_METHODS)})") = [],
     encoders: words_option("image arrays of the cache to compare, e.g. 'ViT-B-32__openai ViT-L-14__openai' "
                            "(default: the cache's only one)") = [],
@@ -148,6 +152,7 @@ def table_command(
     from cfrh_train.rows import PUBLISHED
     from cfrh_train.table import make_table, rich_tables
     names = words(methods) or TABLE_METHODS
+    bit_list, seed_list = words(bits, int, "--bits"), words(seeds, int, "--seeds")
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
@@ -161,12 +166,14 @@ def table_command(
             if read_result(folder).get("rerank", {}).get("candidates") != rerank:
                 record_rerank(folder, rerank, device)
 
-        counts = ensure_runs(sets, names, words(bits, int, "--bits"), words(seeds, int, "--seeds"), cache_dir,
+        counts = ensure_runs(sets, names, bit_list or list(map(int, TABLE_BITS)),
+                             seed_list or list(map(int, TABLE_SEEDS)), cache_dir,
                              runs_dir, device, progress, log=lambda m: err_console.print(f"[cyan]{m}[/]"),
                              encoders=words(encoders) or [None], need_model=bool(rerank), tuned=tuned,
                              on_run=export_and_rerank if rerank else None)
         err_console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
-    out = make_table(runs_dir, published or PUBLISHED)
+    out = make_table(runs_dir, published or PUBLISHED, only={"dataset": words(datasets), "method": words(methods),
+                                                             "bits": bit_list, "seed": seed_list})
     if examples:
         drawn = example_figures(collect_runs(runs_dir), cache_dir, runs_dir / "figures", examples, examples_seed)
         err_console.print(f"examples: {len(drawn) // 3} figures (PNG, PDF and their data as JSON) in {runs_dir / 'figures'}")

@@ -64,7 +64,9 @@ def export_index(run_folder: str | Path, cache_dir: str | Path, spec: IndexSpec 
         raise ConfigError(f"--shards {spec.shards}: expected 1..{len(rows)} (one shard per database row at most)")
     bounds = ann.shard_bounds(len(rows), spec.shards)
     params = {**ann.defaults(spec.kind, max(1, len(rows) // spec.shards), bits), **(spec.params or {})}
-    final, tmp = run_folder / INDEX, run_folder / f".{INDEX}.tmp"
+    final, tmp, old = run_folder / INDEX, run_folder / f".{INDEX}.tmp", run_folder / f".{INDEX}.old"
+    if old.is_dir() and not final.exists():  # a kill between the two renames below: the old index goes back
+        old.rename(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copyfile(run_folder / MODEL, tmp / MODEL)
@@ -87,7 +89,6 @@ def export_index(run_folder: str | Path, cache_dir: str | Path, spec: IndexSpec 
             "created": now(), "ann": {"kind": spec.kind, "params": params, "shards": bounds}}
     meta["encoder"].pop("encode_stats", None)
     atomic_write_json(tmp / "index.json", meta)  # last: an index without it is not finished
-    old = run_folder / f".{INDEX}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
@@ -133,10 +134,13 @@ class Index:
         return f"{self.meta['method']} {self.bits} bits · {self.meta['dataset']}"
 
     def _check_fresh(self) -> None:
-        """An index inside a run folder answers only for the model that folder holds now."""
-        run_model = self.folder.parent / MODEL
-        wanted = self.meta["model"].get("sha256")
-        if self.folder.name == INDEX and run_model.is_file() and wanted != sha256_file(run_model):
+        """An index inside a run folder answers only for the training that folder holds now (the
+        same model file, from the same config)."""
+        run = self.folder.parent
+        if self.folder.name != INDEX or not (run / MODEL).is_file():
+            return
+        same_config = (run / "result.json").is_file() and read_result(run)["config"] == self.meta["model"]["config"]
+        if not same_config or self.meta["model"].get("sha256") != sha256_file(run / MODEL):
             raise CacheError(f"{self.folder}: exported from an earlier training of {self.folder.parent} (its model "
                              f"has changed since); export it again: cfrh export {self.folder.parent}")
 

@@ -13,6 +13,8 @@ and ``batch_size=-5`` never trains zero steps.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from cfrh_train.methods import METHODS
 
 CONFIGS = Path(__file__).parent / "configs"
 TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list[int]": list}
+STUDY = "_study"  # the key of a best.json that records its study (dataset, method, bits, seed, trials)
+log = logging.getLogger(__name__)
 
 
 def keys() -> dict[str, dict]:
@@ -32,9 +36,31 @@ def method_names() -> list[str]:
     return list(METHODS)
 
 
+def strict_json(text: str, where: str):
+    """JSON as a config takes it: no NaN or Infinity (nor a number that overflows to it, 1e400),
+    no key given twice (JSON would keep the last one without a word)."""
+    def no_constant(name: str):
+        raise ConfigError(f"{where}: {name} is not a number a config takes")
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {text} overflows to infinity; give a finite number")
+        return value
+
+    def pairs(items: list) -> dict:
+        seen = {}
+        for key, value in items:
+            if key in seen:
+                raise ConfigError(f"{where}: key {key!r} is given twice")
+            seen[key] = value
+        return seen
+    return json.loads(text, parse_constant=no_constant, parse_float=finite, object_pairs_hook=pairs)
+
+
 def _read(path: str | Path) -> dict:
     try:
-        values = json.loads(Path(path).read_text())
+        values = strict_json(Path(path).read_text(), str(path))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(values, dict):
@@ -116,7 +142,7 @@ def parse_set(items: list[str]) -> dict:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         try:
-            value = json.loads(raw)
+            value = strict_json(raw, f"--set {item}")
         except json.JSONDecodeError:
             value = raw
         out[key.strip()] = value
@@ -129,14 +155,30 @@ def load(dataset: str, config_file: str | Path | None = None, overrides: dict | 
     if config_file and not Path(config_file).is_file():
         raise ConfigError(f"{config_file}: config file not found")
     user = _read(config_file) if config_file else {}
+    made_for = user.pop(STUDY, None)  # a best.json records the study it came from
     dataset_file = CONFIGS / f"{dataset}.json"
     from_dataset = _read(dataset_file) if dataset_file.is_file() else {}
     method = overrides.pop("method", None) or user.get("method") or from_dataset.get("method") or "cfrh"
     if not isinstance(method, str):
         raise ConfigError(f"'method' must be a name, got {method!r}")
+    if made_for and made_for.get("method") != method:
+        raise ConfigError(f"{config_file}: tuned for method {made_for.get('method')!r}, not {method!r}; "
+                          "use that method's best.json")
     config = defaults(method)
     if from_dataset:
         config = _layer(config, from_dataset, str(dataset_file))
     if user:
         config = _layer(config, user, str(config_file))
-    return merge(config, overrides, "command line")
+    config = merge(config, overrides, "command line")
+    if made_for:
+        _check_study(made_for, config, dataset, config_file)
+    return config
+
+
+def _check_study(made_for: dict, config: dict, dataset: str, config_file) -> None:
+    """A tuned config (``best.json``) used on another dataset or code length than its study's is
+    allowed, with a warning (a config tuned elsewhere is a choice, not a mistake); another method
+    is refused before (its keys would not fit)."""
+    for key, now in (("dataset", dataset), ("bits", config["bits"])):
+        if made_for.get(key) is not None and made_for[key] != now:
+            log.warning("%s: tuned on %s %s, used here for %s %s", config_file, key, made_for[key], key, now)

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse
 
 from cfrh.errors import CacheError, ConfigError
-from cfrh_cache.store import Cache, dense_rows
+from cfrh_cache.store import Cache, check_name, dense_rows
 from cfrh_train.methods import method_class
 
 
@@ -79,7 +79,7 @@ def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None, 
                method: str | None = None) -> CachedData:
     """The arrays of one run: image features of ``encoder``, the text input ``text`` (None: the
     dataset's own, or for a ``method`` that needs text embeddings, ``text_input``'s), labels and split."""
-    cache = Cache.open(Path(cache_dir) / dataset)
+    cache = Cache.open(Path(cache_dir) / check_name(dataset))
     if method is not None:
         text = text_input(cache, method, text)
     encoder = choose_encoder(cache, encoder)
@@ -90,6 +90,9 @@ def load_cache(cache_dir: str | Path, dataset: str, encoder: str | None = None, 
     bad = np.flatnonzero(~np.isfinite(image.astype(np.float32)).all(1))
     if bad.size:
         raise CacheError(f"{cache.path}: image/{encoder} has NaN/Inf in rows {bad[:10].tolist()}")
+    if image.shape[0] > 1 and not (image != image[:1]).any():
+        raise CacheError(f"{cache.path}: image/{encoder} has no variance (every row the same); nothing can be "
+                         "learned from it: check the encoder or the imported file")
     words = cache.read_text(text)
     values = words.data if scipy.sparse.issparse(words) else words
     if not np.isfinite(values).all():

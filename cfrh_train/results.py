@@ -29,6 +29,7 @@ SCHEMA_VERSION = 2  # 2: schema_version and inputs (cfrh 0.3)
 RESULT = "result.json"
 MODEL = "model.safetensors"  # tensors only: loading a model never unpickles anything
 INDEX = "index"  # the search index's folder inside a run folder
+UNIFIED = "(unified database codes)"  # marks rows whose database pairs were hashed from both modalities
 DIRECTIONS = ("i2t", "t2i")  # image → text and text → image: the keys of ``metrics``
 
 
@@ -111,6 +112,19 @@ def collect_runs(runs_dir: str | Path) -> list[dict]:
     return list(latest.values())
 
 
+def select_runs(results: list[dict], **wanted: list) -> list[dict]:
+    """The runs whose ``dataset``, ``method``, ``bits`` and ``seed`` are among those ``wanted``
+    (an empty list: any); a named value that no run has is an error listing what there is."""
+    for key, values in wanted.items():
+        have = sorted({r[key] for r in results}, key=str)
+        missing = [v for v in values if v not in have]
+        if missing:
+            option = {"dataset": "--datasets", "method": "--methods", "bits": "--bits", "seed": "--seeds"}[key]
+            raise CacheError(f"{option} {' '.join(map(str, missing))}: no finished run has it (the runs have: "
+                             f"{' '.join(map(str, have)) or 'none'})")
+    return [r for r in results if all(not values or r[key] in values for key, values in wanted.items())]
+
+
 def group_runs(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
     """Runs by (dataset, split): one table block, one figure set each; methods in registry order."""
     rank = {name: i for i, name in enumerate(METHODS)}  # CFRH first, then the peers, then the floors
@@ -126,6 +140,11 @@ def row_name(run: dict, runs: list[dict]) -> str:
     "tuned (N trials)" where tuned runs stand beside default ones."""
     several = len({r["encoder"]["tag"] for r in runs}) > 1
     name = f"{run['method']} [{run['encoder']['tag']}]" if several else run["method"]
+    if run.get("config", {}).get("database_codes") == "unified":
+        name += f" {UNIFIED}"
+    made_by = run.get("versions", {}).get("cfrh", __version__)
+    if made_by != __version__:  # an older cfrh's figures are never pooled with this one's unmarked
+        name += f" (cfrh {made_by})"
     if any("tuned" in (r.get("variant") or {}) for r in runs):
         tuned = (run.get("variant") or {}).get("tuned")
         name += f" · tuned ({tuned['trials']} trials)" if tuned else " · default"

@@ -43,6 +43,9 @@ PUBLISHED_PROTOCOL = {"map@50": "DJSRH protocol (2,000 queries, 5,000 train; WIK
 def read_published(path: str | Path = PUBLISHED) -> list[dict]:
     """The published figures, checked: a bad row names the file, the line and the column."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {'a folder' if path.is_dir() else 'no such file'}; --published expects the CSV "
+                        "of published figures")
     rows = []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -131,6 +134,26 @@ class Block:
         return f"{metric_label(self.metric)} · {self.dataset} · our split: {self.protocol}"
 
 
+def backed_value(run: dict, direction: str, metric: str) -> float | None:
+    """A run's figure, as its per-query AP (``per_query.npz``) gives it: a ``result.json`` whose
+    figure is not a number, or disagrees with the per-query values it was computed from, is refused
+    (the file, the metric, both values) rather than shown."""
+    value = run["metrics"][direction].get(metric)
+    if value is None:
+        return None
+    where = f"{Path(run.get('_folder', '.')) / 'result.json'}: metrics.{direction}.{metric}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise DataError(f"{where} is {value!r}, not a number; train the run again (delete its folder)")
+    per_query = _per_query(run, direction, metric)
+    if per_query is None:
+        return float(value)
+    backed = float(np.mean(per_query))
+    if not np.isclose(backed, value, rtol=1e-9, atol=1e-12):
+        raise DataError(f"{where} = {value!r}, but its per_query.npz gives {backed!r}; the record was changed "
+                        "after training: train the run again (delete its folder)")
+    return backed
+
+
 def our_rows(runs: list[dict], metric: str, columns: list[tuple[str, int]]) -> tuple[list[Row], list[str]]:
     """Mean ± std over seeds per method (and backbone, where several); re-ranked rows and their cost."""
     values: dict[str, dict[tuple[str, int], list[float]]] = {}
@@ -138,8 +161,9 @@ def our_rows(runs: list[dict], metric: str, columns: list[tuple[str, int]]) -> t
     for r in runs:
         label = row_name(r, runs)
         for d in DIRECTIONS:
-            if r["metrics"][d].get(metric) is not None:
-                values.setdefault(label, {}).setdefault((d, r["bits"]), []).append(r["metrics"][d][metric])
+            value = backed_value(r, d, metric)
+            if value is not None:
+                values.setdefault(label, {}).setdefault((d, r["bits"]), []).append(value)
         rr = r.get("rerank")  # written by `cfrh-search RUN --evaluate-rerank R`: the same metric, re-ranked
         if rr and metric == f"map@{rr['k']}":
             rr_label = f"{label} + re-rank top-{rr['candidates']}"

@@ -15,8 +15,9 @@ from pathlib import Path
 from rich.table import Table
 
 from cfrh.errors import CacheError
+from cfrh.fsio import atomic_write_text
 from cfrh_train.plots import draw_figures
-from cfrh_train.results import arrow, collect_runs, group_runs
+from cfrh_train.results import UNIFIED, arrow, collect_runs, group_runs, select_runs
 from cfrh_train.rows import (
     PUBLISHED,
     PUBLISHED_PROTOCOL,
@@ -29,6 +30,10 @@ from cfrh_train.rows import (
     metric_label,
     read_published,
 )
+
+UNIFIED_NOTE = (f"Rows marked {UNIFIED}: each database pair is hashed from both its image and its text, as CMFH "
+                "and LSSH were published; a query never has both, and every other row hashes each database item "
+                "from its own modality, so these rows are not comparable with the others.")
 
 
 def fmt(cell: Cell | None) -> str:
@@ -93,6 +98,8 @@ def render_markdown(blocks: list[Block], protocol: list[str], figures: list[Path
                 out += ["", "Re-ranking cost: " + "; ".join(b.notes) + "."]
             if b.tested:
                 out += ["", SIGNIFICANCE_NOTE + "."]
+            if any(UNIFIED in row.label for row in b.rows):
+                out += ["", UNIFIED_NOTE]
             if b.budget:
                 out += ["", b.budget]
     if figures:
@@ -144,16 +151,19 @@ def rich_tables(blocks: list[Block]) -> list[Table]:
     return tables
 
 
-def make_table(runs_dir: str | Path, published: str | Path = PUBLISHED, figures: bool = True) -> dict:
-    """Render every finished run under ``runs_dir``: writes table.md, table.tex and figures/."""
+def make_table(runs_dir: str | Path, published: str | Path = PUBLISHED, figures: bool = True,
+               only: dict[str, list] | None = None) -> dict:
+    """Render the finished runs under ``runs_dir`` (``only``: those of the named datasets, methods,
+    bits and seeds, see ``results.select_runs``): writes table.md, table.tex and figures/."""
     runs_dir = Path(runs_dir)
     results = collect_runs(runs_dir)
     if not results:
         raise CacheError(f"{runs_dir}: no finished runs (run folders with result.json); train some first")
+    results = select_runs(results, **(only or {}))
     blocks = build_blocks(results, read_published(published))
     protocol = protocol_lines(results)
     figure_paths = draw_figures(results, runs_dir / "figures") if figures else []
-    (runs_dir / "table.md").write_text(render_markdown(blocks, protocol, figure_paths, runs_dir))
-    (runs_dir / "table.tex").write_text(render_latex(blocks, protocol))
+    atomic_write_text(runs_dir / "table.md", render_markdown(blocks, protocol, figure_paths, runs_dir))
+    atomic_write_text(runs_dir / "table.tex", render_latex(blocks, protocol))
     return {"blocks": blocks, "protocol": protocol, "figures": figure_paths, "markdown": runs_dir / "table.md",
             "latex": runs_dir / "table.tex", "n_runs": len(results)}

@@ -10,6 +10,7 @@ with ``write_run`` (the run folder of the contract).
 from __future__ import annotations
 
 import copy
+import fcntl
 import logging
 import platform
 import random
@@ -48,12 +49,15 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def hash_rows(method, data: CachedData, index: np.ndarray, device: torch.device, chunk: int = 8192):
-    """±1 int8 codes (sign(0) = +1) of the given cache rows, image and text, chunk by chunk."""
+def hash_rows(method, data: CachedData, index: np.ndarray, device: torch.device, chunk: int = 8192,
+              database: bool = False):
+    """±1 int8 codes (sign(0) = +1) of the given cache rows, image and text, chunk by chunk
+    (``database``: as the method codes database pairs, ``Method.encode_database``)."""
     out_i, out_t = [], []
+    encode = method.encode_database if database else method.encode
     for start in range(0, len(index), chunk):
         img, txt = data.rows(index[start:start + chunk])
-        ci, ct = method.encode(torch.from_numpy(img).to(device), torch.from_numpy(txt).to(device))
+        ci, ct = encode(torch.from_numpy(img).to(device), torch.from_numpy(txt).to(device))
         out_i.append(binarize(ci.cpu().numpy()))
         out_t.append(binarize(ct.cpu().numpy()))
     return np.concatenate(out_i), np.concatenate(out_t)
@@ -62,7 +66,7 @@ def hash_rows(method, data: CachedData, index: np.ndarray, device: torch.device,
 def retrieval(method, data: CachedData, queries: np.ndarray, database: np.ndarray, device, k: int,
               full: bool = True) -> tuple[dict, dict]:
     qi, qt = hash_rows(method, data, queries, device)
-    di, dt = hash_rows(method, data, database, device)
+    di, dt = hash_rows(method, data, database, device, database=True)
     ql, dl = data.labels[queries], data.labels[database]
     metrics = {"i2t": evaluate(qi, dt, ql, dl, k=k, full=full), "t2i": evaluate(qt, di, ql, dl, k=k, full=full)}
     return metrics, {"query_image": qi, "query_text": qt, "database_image": di, "database_text": dt}
@@ -221,6 +225,10 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                     saved.save(loop.snapshot(epoch, method))
                 show(entry)
         best, history = loop.best, loop.history
+    else:  # fitted in one go (closed forms, alternating least squares): scored once on validation
+        best["score"] = validate(method, data, device, config["topk"], {})
+        if on_validation is not None:
+            on_validation(0, best["score"])
     train_s = time.perf_counter() - t0
     if not test:
         return {"selection": {"epoch": best["epoch"], "val_map": best["score"]}, "history": history,
@@ -256,13 +264,29 @@ def run(config: dict, cache_dir: str | Path, dataset: str, runs_dir: str | Path,
     folder, then drop the checkpoint: the folder's result.json, codes and model replace it.
     ``variant`` names a run of another config than the defaults, e.g. ``{"tuned": {"trials": 30,
     …}}`` (its own folder). Its search index is ``cfrh_search.index.export_index``'s to write."""
-    ckpt = run_dir(runs_dir, dataset, config, variant) / "checkpoint.pt"
-    out = train(config, cache_dir, dataset, progress=progress, checkpoint=ckpt)
-    if variant:
-        out["result"]["variant"] = variant
-    folder = write_run(out, runs_dir)
-    ckpt.unlink(missing_ok=True)
+    folder = run_dir(runs_dir, dataset, config, variant)
+    with run_lock(folder):
+        ckpt = folder / "checkpoint.pt"
+        out = train(config, cache_dir, dataset, progress=progress, checkpoint=ckpt)
+        if variant:
+            out["result"]["variant"] = variant
+        folder = write_run(out, runs_dir)
+        ckpt.unlink(missing_ok=True)
     return folder
+
+
+@contextmanager
+def run_lock(folder: Path):
+    """One training at a time per run folder: a second one (another terminal, a table and a
+    train of the same config) is refused with a line, not left to race over its files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingError(f"{folder}: another process is training this run now; wait for it to finish "
+                                "(then this run is reused), or give another --runs-dir") from None
+        yield
 
 
 def versions() -> dict:
@@ -284,7 +308,7 @@ def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, 
                      "n_database": int(data.split["database"].size), "n_train": int(data.split["train"].size),
                      "n_val": int(data.split["val"].size), "notes": split.get("notes", [])},
         "config": config,
-        "selection": {"on": "val", "epoch": best["epoch"], "val_map": best["score"] if best["epoch"] is not None else None,
+        "selection": {"on": "val", "epoch": best["epoch"], "val_map": best["score"] if best["score"] >= 0 else None,
                       "rule": f"best mean val mAP@{config['topk']} (val queries vs. train rows), "
                               "evaluated every eval_every epochs" if best["epoch"] is not None else "no training"},
         "metrics": strip(metrics),

@@ -14,6 +14,7 @@ its test queries scored once; that and the study's record go to ``summary.json``
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import multiprocessing as mp
@@ -84,7 +85,6 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
          jobs: int = 1, space_file: str | Path | None = None, storage: str | None = None,
          progress: bool = False) -> dict:
     """Run (or resume) the study until it holds ``trials`` finished trials; returns the summary."""
-    import optuna
     if trials < 1 or jobs < 1:
         raise ConfigError(f"--trials {trials} --jobs {jobs}: expected positive numbers")
     folder = study_dir(runs_dir, dataset, method, bits)
@@ -94,6 +94,29 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
         raise ConfigError(f"{summary_path}: holds the study of seed {held}; tune seed {seed} under another "
                           f"--runs-dir (its best.json would be overwritten)")
     folder.mkdir(parents=True, exist_ok=True)
+    with _study_lock(folder) as alone:
+        return _tune(dataset, method, bits, trials, cache_dir, folder, seed, device, timeout, jobs, space_file,
+                     storage, alone and storage is None)
+
+
+@contextlib.contextmanager
+def _study_lock(folder: Path):
+    """Held (shared) by every ``tune`` working on the study in ``folder`` for as long as it works;
+    yields whether this one is alone, i.e. no live process on this machine holds a trial of it."""
+    with open(folder / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        fcntl.flock(handle, fcntl.LOCK_SH)  # the exclusive lock, if taken, becomes shared
+        yield alone
+
+
+def _tune(dataset: str, method: str, bits: int, trials: int, cache_dir, folder: Path, seed: int, device: str,
+          timeout: float | None, jobs: int, space_file, storage: str | None, alone: bool) -> dict:
+    """``tune`` under the study's lock; ``alone``: a RUNNING trial is a killed process's, failed now."""
+    import optuna
     storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
     base = load(dataset, None, {"method": method, "bits": bits, "seed": seed, "device": device})
     space = search_space(method, space_file)
@@ -104,6 +127,9 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
     with _experimental():
         optuna.storages.fail_stale_trials(study)  # a killed worker's trial, before it is taken for alive
+    if alone:  # no live process holds a trial of this study: a RUNNING one was killed, whatever its heartbeat
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
     if not any(t.user_attrs.get("default") and t.state != optuna.trial.TrialState.FAIL for t in study.trials):
         # trial 0: the untouched default config (it may lie outside the space); again if its worker was killed
         study.enqueue_trial({}, user_attrs={"default": True})
@@ -119,7 +145,7 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
         for w in workers:
             w.join()
     study = optuna.load_study(study_name=name, storage=db)
-    return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, storage)
+    return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, storage, timeout)
 
 
 def _storage(url: str):
@@ -163,7 +189,7 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
 
         def report(epoch: int, score: float) -> None:
             trial.report(score, epoch)
-            if trial.should_prune():
+            if not trial.user_attrs.get("default") and trial.should_prune():  # the default is measured in full
                 raise optuna.TrialPruned()
         out = train(config, cache_dir, dataset, progress=False, data=data, on_validation=report, test=False)
         trial.set_user_attr("epoch", out["selection"]["epoch"])
@@ -177,7 +203,7 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
 
 
 def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir, base: dict, space: dict,
-            trials: int, storage: str) -> dict:
+            trials: int, storage: str, timeout: float | None = None) -> dict:
     """best.json, plots, and the test queries of the chosen config scored once (summary.json).
 
     The budget is exact: a study that already holds more finished trials (one tuned further
@@ -188,12 +214,17 @@ def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     finished = sorted((t for t in study.trials if t.state in done), key=lambda t: t.number)[:trials]
     complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(finished) < trials and timeout is None:
+        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        raise ConfigError(f"{folder}: the study holds {len(finished)} of its {trials} finished trials "
+                          f"({running} still running elsewhere); run the same command again to finish it")
     if not complete:
         raise ConfigError(f"{folder}: no trial finished (all pruned or failed); give more --trials or --timeout")
     best = max(complete, key=lambda t: (t.value, -t.number))
     default = next((t for t in finished if t.user_attrs.get("default")), None)
     params = {k: v for k, v in merge(base, _decoded(best.params, space), "best trial").items() if k in space}
-    atomic_write_json(folder / "best.json", {"method": method, **params})
+    made_for = {"dataset": dataset, "method": method, "bits": bits, "seed": base["seed"], "trials": trials}
+    atomic_write_json(folder / "best.json", {"_study": made_for, "method": method, **params})
     summary_path = folder / "summary.json"
     previous = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if previous.get("best_trial") == best.number and previous.get("test_metrics"):

@@ -56,7 +56,7 @@ def test_a_study_beats_the_default_on_validation_and_scores_the_test_queries_onc
     assert {p.name for p in folder.iterdir()} >= {"study.db", "best.json", "summary.json", "history.png"}
     best = load("synth", folder / "best.json", {"bits": 16, "device": "cpu"})  # cfrh-train --config takes it as is
     assert best["lr_img"] == summary["best_params"]["lr_img"] and best["method"] == "cfrh"
-    assert set(json.loads((folder / "best.json").read_text())) == {"method", *json.loads(tiny_space(tmp_path).read_text())}
+    assert set(json.loads((folder / "best.json").read_text())) == {"_study", "method", *json.loads(tiny_space(tmp_path).read_text())}
     again = train(best, synth_cache.parent, "synth", progress=False)
     assert again["result"]["selection"]["val_map"] == pytest.approx(summary["best_val_map"])
 

@@ -11,7 +11,7 @@ from importlib import import_module
 
 from cfrh.errors import ConfigError
 
-METHODS = {  # CFRH first, then the peers, then the floors: the table's row order
+METHODS = {  # CFRH first, then the deep peers, the shallow ones, then the floors: the table's row order
     "cfrh": "cfrh_train.methods.cfrh:CFRH",
     "jdsh": "cfrh_train.methods.jdsh:JDSH",
     "djsrh": "cfrh_train.methods.djsrh:DJSRH",
@@ -19,6 +19,10 @@ METHODS = {  # CFRH first, then the peers, then the floors: the table's row orde
     "ucch": "cfrh_train.methods.ucch:UCCH",
     "ccah": "cfrh_train.methods.ccah:CCAH",
     "ucmfh": "cfrh_train.methods.ucmfh:UCMFH",
+    "cvh": "cfrh_train.methods.cvh:CVH",
+    "imh": "cfrh_train.methods.imh:IMH",
+    "cmfh": "cfrh_train.methods.cmfh:CMFH",
+    "lssh": "cfrh_train.methods.lssh:LSSH",
     "lsh": "cfrh_train.methods.baselines:LSH",
     "random": "cfrh_train.methods.baselines:RandomCodes",
 }

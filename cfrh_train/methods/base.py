@@ -66,6 +66,12 @@ class Method(nn.Module):
     def encode(self, img: torch.Tensor | None = None, txt: torch.Tensor | None = None):
         raise NotImplementedError
 
+    def encode_database(self, img: torch.Tensor, txt: torch.Tensor):
+        """Codes of paired database items (image, text): by default each hashed from its own
+        modality, as a cross-modal query meets them; a method with unified codes (CMFH, LSSH with
+        ``database_codes: unified``) hashes each pair from both."""
+        return self.encode(img, txt)
+
     def query_modules(self) -> dict[str, nn.Module]:
         """Name → module of what hashes a new query ("" for the method itself)."""
         return {"": self}
