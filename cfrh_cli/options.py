@@ -21,7 +21,8 @@ from cfrh.errors import ConfigError
 from cfrh_cache.readers import READERS
 from cfrh_cache.splits import PROTOCOLS
 from cfrh_search.ann import KINDS
-from cfrh_train.methods import METHODS
+from cfrh_train.config import defaults
+from cfrh_train.methods import METHODS, register
 
 
 def choices(name: str, values) -> type[Enum]:
@@ -32,7 +33,6 @@ def choices(name: str, values) -> type[Enum]:
 Dataset = choices("Dataset", READERS)
 Protocol = choices("Protocol", PROTOCOLS)
 IndexKind = choices("IndexKind", KINDS)
-MethodName = choices("MethodName", METHODS)
 Modality = choices("Modality", ("image", "text"))
 TextKind = choices("TextKind", ("bow", "dense"))
 
@@ -54,6 +54,21 @@ def _device(value: str) -> str:
         raise typer.BadParameter(str(exc).removeprefix(f"--device {value!r}: ")) from None
 
 
+def _method(value: str | None) -> str | None:
+    try:
+        if value is None:
+            return None
+        name = register(value)
+        defaults(name)  # its keys declared and its defaults checked now, before any work
+        return name
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+METHOD_HELP = (f"the hashing method: {', '.join(METHODS)}, an installed one (entry point group cfrh.methods), "
+               "or your own as FILE.py:Class")
+Method = Annotated[str, typer.Option(callback=_method, help=METHOD_HELP)]
+MaybeMethod = Annotated[str | None, typer.Option(callback=_method, help=f"{METHOD_HELP} (default: the config's)")]
 DEVICE = "auto"
 Device = Annotated[str, typer.Option(callback=_device, help="where to compute: auto (a GPU where torch sees one, "
                                                                "else the CPU), cpu, cuda, cuda:N or mps")]

@@ -22,7 +22,8 @@ from cfrh_cli.options import (
     Device,
     IndexParams,
     MaybeBits,
-    MethodName,
+    MaybeMethod,
+    Method,
     Progress,
     RunsDir,
     SearchIndex,
@@ -33,7 +34,7 @@ from cfrh_cli.options import (
     words_option,
 )
 from cfrh_train.config import load, parse_set
-from cfrh_train.methods import METHODS, TABLE_METHODS
+from cfrh_train.methods import TABLE_METHODS, register
 
 TABLE_BITS, TABLE_SEEDS = ["16", "32", "64", "128"], ["0", "1", "2"]  # what `make table` trains unless told
 
@@ -58,7 +59,7 @@ def train_command(
     dataset: Annotated[str | None, typer.Option(help="cached dataset under --cache-dir (default: the only one "
                                                      "there)")] = None,
     bits: MaybeBits = None,
-    method: Annotated[MethodName | None, typer.Option(help="the hashing method")] = None,
+    method: MaybeMethod = None,
     seed: seed_option("training (weights, batches)", optional=True) = None,
     config: Annotated[Path | None, typer.Option(help="JSON config overriding the dataset's defaults")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="training epochs")] = None,
@@ -83,7 +84,7 @@ def train_command(
     from cfrh_train.train import run
     dataset = choose_dataset(dataset, cache_dir)
     overrides = parse_set(set_)
-    for key, value in (("bits", bits), ("method", method and method.value), ("seed", seed), ("epochs", epochs),
+    for key, value in (("bits", bits), ("method", method), ("seed", seed), ("epochs", epochs),
                        ("encoder", encoder), ("text", None if text == "bow" else text), ("device", device)):
         if value is not None:
             overrides[key] = value
@@ -151,11 +152,8 @@ def table_command(
     from cfrh_train.results import collect_runs, has_index, read_result
     from cfrh_train.rows import PUBLISHED
     from cfrh_train.table import make_table, rich_tables
-    names = words(methods) or TABLE_METHODS
+    names = [register(m) for m in words(methods)] or TABLE_METHODS  # a user's FILE.py:Class joins by its name
     bit_list, seed_list = words(bits, int, "--bits"), words(seeds, int, "--seeds")
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     if train:
         sets = words(datasets) or cached_datasets(cache_dir)
         if not sets:
@@ -172,7 +170,7 @@ def table_command(
                              encoders=words(encoders) or [None], need_model=bool(rerank), tuned=tuned,
                              on_run=export_and_rerank if rerank else None)
         err_console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
-    out = make_table(runs_dir, published or PUBLISHED, only={"dataset": words(datasets), "method": words(methods),
+    out = make_table(runs_dir, published or PUBLISHED, only={"dataset": words(datasets), "method": names if methods else [],
                                                              "bits": bit_list, "seed": seed_list})
     if examples:
         drawn = example_figures(collect_runs(runs_dir), cache_dir, runs_dir / "figures", examples, examples_seed)
@@ -188,7 +186,7 @@ def table_command(
 def tune_command(
     dataset: Annotated[str | None, typer.Option(help="cached dataset under --cache-dir (default: the only one "
                                                      "there)")] = None,
-    method: Annotated[MethodName, typer.Option(help="the method to tune")] = MethodName.cfrh,
+    method: Method = "cfrh",
     bits: Bits = 32,
     trials: Annotated[int, typer.Option(min=1, help="the budget: finished trials (pruned ones count)")] = 30,
     seed: seed_option("every trial's training, and the sampler's") = 0,
@@ -211,17 +209,17 @@ def tune_command(
     from cfrh_train.tune import study_dir, tune
     dataset = choose_dataset(dataset, cache_dir)
     if ablate:
-        if method != MethodName.cfrh:
+        if method != "cfrh":
             raise ConfigError("--ablate takes CFRH apart: use --method cfrh")
         report = run_ablation(dataset, bits, words(seeds, int, "--seeds"), cache_dir, runs_dir, config, device)
         console.print(Path(report["markdown"]).read_text())
         return
-    summary = tune(dataset, method.value, bits, trials, cache_dir, runs_dir, seed, device, timeout, jobs, space,
+    summary = tune(dataset, method, bits, trials, cache_dir, runs_dir, seed, device, timeout, jobs, space,
                    storage)
-    folder = study_dir(runs_dir, dataset, method.value, bits)
+    folder = study_dir(runs_dir, dataset, method, bits)
     default, test = summary["default_val_map"], summary["test_metrics"]
     key = next(k for k in test["i2t"] if k.startswith("map@") and k != "map@all" and "tie" not in k)
-    console.print(f"{method.value} · {dataset} · {bits} bits: {summary['trials']} trials ({summary['pruned']} pruned); "
+    console.print(f"{method} · {dataset} · {bits} bits: {summary['trials']} trials ({summary['pruned']} pruned); "
                   f"validation {key} best {summary['best_val_map']:.4f} (trial {summary['best_trial']}), default "
                   f"{'–' if default is None else f'{default:.4f}'}; test {key} (scored once) "
                   f"I→T {test['i2t'][key]:.4f}, T→I {test['t2i'][key]:.4f}")

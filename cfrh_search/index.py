@@ -79,7 +79,8 @@ def export_index(run_folder: str | Path, cache_dir: str | Path, spec: IndexSpec 
     attrs = cache.attrs
     meta = {"dataset": dataset, "method": result["method"], "bits": bits, "seed": result["seed"], "n": len(rows),
             "model": {"method": result["method"], "config": result["config"], "dims": model["dims"],
-                      "text_kind": model["text_kind"], "sha256": model["sha256"]},
+                      "text_kind": model["text_kind"], "sha256": model["sha256"],
+                      "source": result["inputs"].get("method_source")},
             "text": result["config"].get("text"),
             "text_encoder": attrs.get("text_encoders", {}).get(result["config"].get("text") or "", None),
             "cache": str(cache.path.resolve()), "cache_created": attrs.get("created"),

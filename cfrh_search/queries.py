@@ -22,7 +22,7 @@ from cfrh.fsio import sha256_file
 from cfrh.images import open_rgb
 from cfrh.text import TOKENIZER, bag_of_words
 from cfrh_search.index import Index
-from cfrh_train.methods import build
+from cfrh_train.methods import build, register
 from cfrh_train.results import MODEL
 
 
@@ -33,6 +33,8 @@ class Queries:
         self.index, self.meta = index, index.meta
         self.device = resolve_device(device)
         saved = self.meta["model"]
+        if saved.get("source") and saved["source"].get("spec"):
+            register(saved["source"]["spec"])  # a user's method from its file, as the run had it
         self.method = build(saved["method"], saved["config"], *saved["dims"], saved.get("text_kind", "bow"))
         try:
             self.method.load_index_state(load_file(index.folder / MODEL))

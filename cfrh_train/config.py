@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from cfrh.errors import ConfigError
-from cfrh_train.methods import METHODS
+from cfrh_train.methods import PLUGINS, is_plugin, method_names, plugin
 
 CONFIGS = Path(__file__).parent / "configs"
 TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list[int]": list}
@@ -28,12 +28,16 @@ log = logging.getLogger(__name__)
 
 
 def keys() -> dict[str, dict]:
-    """The declarations of ``keys.json``: type, range or choices, and a help text per key."""
-    return {k: v for k, v in json.loads((CONFIGS / "keys.json").read_text()).items() if not k.startswith("_")}
-
-
-def method_names() -> list[str]:
-    return list(METHODS)
+    """The declarations of ``keys.json`` (type, range or choices, and a help text per key), and
+    those of every registered user method; a user key may not redeclare another's differently."""
+    declared = {k: v for k, v in json.loads((CONFIGS / "keys.json").read_text()).items() if not k.startswith("_")}
+    for user in PLUGINS.values():
+        for key, spec in user.keys.items():
+            if key in declared and declared[key] != spec:
+                raise ConfigError(f"{user.source}: key {key!r} is declared already ({declared[key]['help']}); "
+                                  "give yours another name")
+            declared[key] = spec
+    return declared
 
 
 def strict_json(text: str, where: str):
@@ -70,16 +74,20 @@ def _read(path: str | Path) -> dict:
 
 def defaults(method: str = "cfrh") -> dict:
     """default.json plus the method's own defaults: the complete set of keys for that method."""
-    if method not in method_names():
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(method_names())}")
-    path = CONFIGS / "methods" / f"{method}.json"
+    if is_plugin(method):
+        found = plugin(method)  # an unknown name is refused here, with the choices
+        path, own = found.source, found.defaults
+    else:
+        path = CONFIGS / "methods" / f"{method}.json"
+        own = _read(path)
     base = _read(CONFIGS / "default.json")
-    base.update(_read(path))
+    base.update(own)
     base["method"] = method
     declared = keys()
     for key, value in base.items():
         if key not in declared:
-            raise ConfigError(f"{path}: key {key!r} is not declared in {CONFIGS / 'keys.json'}")
+            where = "its keys or " if is_plugin(method) else ""
+            raise ConfigError(f"{path}: key {key!r} is not declared (in {where}{CONFIGS / 'keys.json'})")
         base[key] = _check(key, value, str(path))
     return base
 

@@ -23,7 +23,7 @@ from cfrh import __version__
 from cfrh.diffs import first_difference
 from cfrh.errors import CacheError
 from cfrh.fsio import atomic_write_json
-from cfrh_train.methods import METHODS
+from cfrh_train.methods import METHODS, is_plugin, plugin
 
 SCHEMA_VERSION = 2  # 2: schema_version and inputs (cfrh 0.3)
 RESULT = "result.json"
@@ -39,8 +39,12 @@ def arrow(direction: str) -> str:
 
 
 def inputs(config: dict, data_inputs: dict) -> dict:
-    """Everything a run's outcome depends on; ``device`` aside (where it ran is not what was asked)."""
-    return {"config": {k: v for k, v in config.items() if k != "device"}, "data": data_inputs, "cfrh": __version__}
+    """Everything a run's outcome depends on; ``device`` aside (where it ran is not what was asked).
+    A user's method adds its file's sha256 (``method_source``): an edited file is a new run."""
+    out = {"config": {k: v for k, v in config.items() if k != "device"}, "data": data_inputs, "cfrh": __version__}
+    if is_plugin(config["method"]):
+        out["method_source"] = plugin(config["method"]).record
+    return out
 
 
 def write_result(folder: str | Path, result: dict) -> Path:

@@ -29,6 +29,7 @@ from cfrh.fsio import atomic_write_json
 from cfrh.mpl import pyplot
 from cfrh_train.config import defaults, load, merge
 from cfrh_train.data import load_cache
+from cfrh_train.methods import PLUGINS, is_plugin, plugin, register
 from cfrh_train.train import train
 
 SEARCH = Path(__file__).parent / "configs" / "search"
@@ -47,10 +48,17 @@ def search_space(method: str, path: str | Path | None = None) -> dict:
     ``<name>:on``) that either sets the key to that value or samples it from the range. A term a
     sampler would otherwise almost never turn fully off (η = 0 out of [0, 1]) is then one of
     two equally likely choices."""
-    path = Path(path) if path else SEARCH / f"{method}.json"
-    if not path.is_file():
-        raise ConfigError(f"{path}: no search space for method {method!r}; write one (see configs/search/)")
-    space = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    if path is None and is_plugin(method):
+        path, space = plugin(method).source, plugin(method).space
+        if not space:
+            raise ConfigError(f"{path}: method {method!r} has no search_space; give it one (as configs/search/) "
+                              "or pass --space FILE")
+    else:
+        path = Path(path) if path else SEARCH / f"{method}.json"
+        if not path.is_file():
+            raise ConfigError(f"{path}: no search space for method {method!r}; write one (see configs/search/)")
+        space = json.loads(path.read_text())
+    space = {k: v for k, v in space.items() if not k.startswith("_")}
     known = defaults(method)
     for key, spec in space.items():
         if key not in known:
@@ -138,8 +146,9 @@ def _tune(dataset: str, method: str, bits: int, trials: int, cache_dir, folder: 
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = mp.get_context("spawn")
+        users = [p.record["spec"] for p in PLUGINS.values() if p.record["spec"]]  # a fresh process registers them again
         workers = [ctx.Process(target=_optimize, args=(storage, name, dataset, str(cache_dir), base, space, trials,
-                                                        timeout, seed + 1 + j, threads)) for j in range(jobs)]
+                                                        timeout, seed + 1 + j, threads, users)) for j in range(jobs)]
         for w in workers:
             w.start()
         for w in workers:
@@ -167,8 +176,11 @@ def _experimental():
 
 
 def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, space: dict, trials: int,
-              timeout: float | None, seed: int, threads: int | None) -> None:
-    """One worker: trials until the study holds ``trials`` finished ones (the cache loaded once)."""
+              timeout: float | None, seed: int, threads: int | None, users: list[str] = ()) -> None:
+    """One worker: trials until the study holds ``trials`` finished ones (the cache loaded once);
+    ``users``: the user methods' ``FILE.py:Class`` to register in this process."""
+    for spec in users:
+        register(spec)
     import optuna
     if threads:
         torch.set_num_threads(threads)
