@@ -37,6 +37,24 @@ def check_name(name: str) -> str:
     return name
 
 
+ROWS = "row"  # the one name of the sample axis, shared by every per-row array (xarray aligns them)
+STRINGS = ("row r's string is the UTF-8 bytes {name}/utf8[{name}/offsets[r]:{name}/offsets[r + 1]] "
+           "(Cache.read_strings reads them)")
+
+
+def dimension_names(name: str, ndim: int) -> tuple[str, ...]:
+    """Names of an array's axes (Zarr v3 ``dimension_names``, what xarray reads): per-row arrays
+    (features, text vectors, labels) share ``row``; every other axis is named for its array, so
+    two axes share a name only where they are the same axis."""
+    safe = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+    per_row = (name.startswith(("image/", "text/")) and not name.startswith(("text/bow_csr", "text/raw"))
+               and "/offsets" not in name and "/utf8" not in name) or name == "labels"
+    names = [ROWS if per_row else f"{safe}_0"] + [f"{safe}_{i}" for i in range(1, ndim)]
+    if name.endswith("/offsets"):
+        names[0] = "row_edge"  # rows + 1 offsets, in every string array alike
+    return tuple(names[:ndim])
+
+
 FORMAT_VERSION = 1  # the layout and the bytes: arrays below, each stored with CODECS
 CHUNK_ROWS = 1024
 
@@ -199,7 +217,8 @@ class Cache:
         data = np.asarray(data)
         chunks = (min(chunk_rows, max(1, data.shape[0])),) + data.shape[1:] if data.ndim else ()
         array = self.group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                        attributes={"complete": False}, overwrite=True, **codecs())
+                                        attributes={"complete": False}, overwrite=True,
+                                        dimension_names=dimension_names(name, data.ndim), **codecs())
         array[...] = data
         array.attrs.update({**(attrs or {}), "sha256": array_sha256(array), "complete": True, "written": now()})
 
@@ -215,10 +234,11 @@ class Cache:
                 return ChunkedArray(array, self.group["_progress/" + name])
         array = self.group.create_array(name, shape=shape, dtype=dtype, chunks=(chunk_rows,) + tuple(shape[1:]),
                                         fill_value=0, attributes={**attrs, "complete": False}, overwrite=True,
-                                        **codecs())
+                                        dimension_names=dimension_names(name, len(shape)), **codecs())
         n_chunks = -(-shape[0] // chunk_rows)
         progress = self.group.create_array("_progress/" + name, shape=(n_chunks,), dtype="uint8", chunks=(1,),
-                                           fill_value=0, overwrite=True, **codecs())
+                                           fill_value=0, overwrite=True,
+                                           dimension_names=dimension_names("_progress/" + name, 1), **codecs())
         return ChunkedArray(array, progress)
 
     def write_strings(self, name: str, strings: list[str], attrs: dict | None = None) -> None:
@@ -227,8 +247,9 @@ class Cache:
         encoded = [s.encode("utf-8") for s in strings]
         offsets = np.zeros(len(encoded) + 1, np.int64)
         offsets[1:] = np.cumsum([len(b) for b in encoded])
-        self.write(f"{name}/utf8", np.frombuffer(b"".join(encoded), np.uint8), attrs, chunk_rows=1 << 20)
-        self.write(f"{name}/offsets", offsets, attrs, chunk_rows=1 << 16)
+        described = {**(attrs or {}), "strings": STRINGS.format(name=name)}
+        self.write(f"{name}/utf8", np.frombuffer(b"".join(encoded), np.uint8), described, chunk_rows=1 << 20)
+        self.write(f"{name}/offsets", offsets, described, chunk_rows=1 << 16)
 
     def write_text(self, text, kind: str, attrs: dict) -> None:
         """The dataset's own text: dense features as ``text/dense``; a BoW dense (N, V) when V is

@@ -147,13 +147,21 @@ def serve_command(
 @user_errors
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    to: Annotated[Path | None, typer.Option(help="instead of the search index: the codes as FILE.parquet or FILE.npy "
+                                                 "(±1 and packed, rows, labels), for faiss, numpy, pandas, DuckDB")] = None,
+    real: Annotated[bool, typer.Option(help="with --to: also the model's real-valued outputs")] = False,
     cache_dir: CacheDir = CACHE_DIR,
     index: SearchIndex = INDEX,
     index_param: IndexParams = [],
     shards: Shards = 1,
     version: Version = False,
 ) -> None:
-    """Write (or write again) a run's search index, <run>/index/, from its model and codes."""
+    """Write (or write again) a run's search index, <run>/index/, from its model and codes; or, with
+    --to, its codes in a file other tools read."""
+    from cfrh_search.export import export_codes
     from cfrh_search.index import IndexSpec, export_index
+    if to is not None:
+        err_console.print(f"codes: [bold]{export_codes(run_dir, to, cache_dir, real)}[/]")
+        return
     folder = export_index(run_dir, cache_dir, IndexSpec(index.value, parse_set(index_param), shards))
     err_console.print(f"index: [bold]{folder}[/]")
