@@ -32,6 +32,8 @@ class FeatureOptions:
     image_layout: str | None = None
     text_encoder: bool = False  # also CLIP text embeddings of raw texts: text/<model>__<pretrained>
     val_holdout: bool | None = None  # validation rows out of training (None: where train = database)
+    label_field: str | None = None  # shards: the JSON field holding a sample's labels
+    on_error: str = "stop"  # shards: a bad sample or shard stops the read, or is skipped and counted
 
     def __post_init__(self) -> None:
         for name, low in (("batch_size", 1), ("workers", 0), ("vocab_size", 1), ("min_df", 1), ("chunk_rows", 1),

@@ -52,8 +52,8 @@ class FeatureReport:
 
 def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cache",
                    options: FeatureOptions | None = None, *, rank: int = 0, ranks: int = 1, barrier=None,
-                   max_chunks: int | None = None) -> FeatureReport:
-    """Write (or finish) ``cache_dir/<dataset>``. Every step skips what a previous run completed
+                   max_chunks: int | None = None, name: str | None = None) -> FeatureReport:
+    """Write (or finish) ``cache_dir/<name>`` (the reader's name, ``dataset``, unless named). Every step skips what a previous run completed
     from the same inputs; an array made from other inputs (a changed file, other vocabulary
     options, other weights) is refused, or with ``rebuild`` made anew in a staging folder that
     replaces the cache only once it is complete (so a failed rebuild loses nothing).
@@ -62,8 +62,8 @@ def build_features(dataset: str, root: str | Path, cache_dir: str | Path = "cach
     between the phases of a multi-process run so rank 0 alone writes the shared arrays.
     """
     opts = options or FeatureOptions()
-    source = read_dataset(dataset, root, opts.image_layout)  # reading: its own errors, not the disk's
-    return build_source(source, dataset, root, cache_dir, opts, rank=rank, ranks=ranks, barrier=barrier,
+    source = read_dataset(dataset, root, opts.image_layout, opts.label_field, opts.on_error)  # its own errors
+    return build_source(source, name or dataset, root, cache_dir, opts, rank=rank, ranks=ranks, barrier=barrier,
                         max_chunks=max_chunks)
 
 

@@ -32,9 +32,12 @@ def made_from(source: Source, files: list[dict], opts: FeatureOptions, encoder: 
     sha = {f["path"]: f["sha256"] for f in files}
     role = lambda r: {Path(p).name: sha[str(Path(p).resolve())] for p in source.files_for(r)}
     images = {"<image files>": sha["<image files>"]} if source.images.kind == "file" else role("images")
-    decode = {"file": DECODE, "array": "array (uint8)", "features": "precomputed"}[source.images.kind]
-    labels = {"files": role("labels")}
-    texts = {"files": role("texts"), **({} if source.bow is not None else {"vocabulary": opts.vocabulary_params()})}
+    decode = {"file": DECODE, "shards": DECODE, "array": "array (uint8)", "features": "precomputed"}[source.images.kind]
+    reading = {"reading": source.reading} if source.reading else {}  # which samples are rows: shapes every array
+    images = {**images, **reading}
+    labels = {"files": role("labels"), **reading}
+    texts = {"files": role("texts"), **reading,
+             **({} if source.bow is not None else {"vocabulary": opts.vocabulary_params()})}
     records = {}
     if opts.text_encoder:
         records[f"text/{encoder.tag}"] = {"texts": role("raw"), "encoder": encoder_identity(encoder.attrs)}

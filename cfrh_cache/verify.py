@@ -24,7 +24,9 @@ def info(path: str | Path) -> dict:
             "cfrh_version": attrs.get("cfrh_version"), "created": attrs.get("created"),
             "encoders": {tag: {k: v for k, v in enc.items() if k != "preprocessing"}
                          for tag, enc in attrs.get("encoders", {}).items()},
-            "split": attrs.get("split"), "vocabulary": {k: v for k, v in vocab.items() if k != "words"},
+            "split": attrs.get("split"),
+            "vocabulary": {**{k: v for k, v in vocab.items() if k != "words"},
+                           **({"size": len(vocab["words"]), "first_words": vocab["words"][:12]} if vocab.get("words") else {})},
             "source_files": [{k: f.get(k) for k in ("name", "size", "count")} for f in attrs.get("source_files", [])],
             "arrays": arrays}
 

@@ -25,6 +25,7 @@ from cfrh_cli.options import (
     CacheDir,
     Dataset,
     Device,
+    OnError,
     Progress,
     Protocol,
     TextKind,
@@ -79,6 +80,13 @@ def features(
     text_encoder: Annotated[bool, typer.Option(help="also the model's CLIP text embeddings of raw texts "
                                                     "(text/<model>__<pretrained>; train with --text TAG)")] = False,
     chunk_rows: Annotated[int, typer.Option(min=1, help="rows per Zarr chunk (the unit of resumption and of ranks)")] = 1024,
+    name: Annotated[str | None, typer.Option(help="the cache's name, CACHE_DIR/NAME (default: the dataset's form, "
+                                                  "e.g. webdataset)")] = None,
+    label_field: Annotated[str | None, typer.Option(help="webdataset, parquet: the JSON field (or column) holding "
+                                                         "a sample's labels (a name or a list)")] = None,
+    on_error: Annotated[OnError, typer.Option(help="webdataset, parquet: a broken shard, a sample without image or "
+                                                   "caption, an undecodable image stops the read, or is skipped "
+                                                   "and counted")] = OnError.stop,
     max_chunks: Annotated[int | None, typer.Option(hidden=True)] = None,
     progress: Progress = True,
 ) -> None:
@@ -89,10 +97,11 @@ def features(
     options = FeatureOptions(model=model, pretrained=pretrained, batch_size=batch_size, workers=workers, device=device,
                              protocol=protocol.value, seed=seed, vocab_size=vocab_size, min_df=min_df, resplit=resplit,
                              rebuild=rebuild, chunk_rows=chunk_rows, progress=progress, image_layout=image_layout,
-                             text_encoder=text_encoder, val_holdout=val_holdout)
+                             text_encoder=text_encoder, val_holdout=val_holdout, label_field=label_field,
+                             on_error=on_error.value)
     with distributed_context(device) as (rank, ranks, barrier, dev):
         report = build_features(dataset.value, root, cache_dir, replace(options, device=dev), rank=rank, ranks=ranks,
-                                barrier=barrier, max_chunks=max_chunks)
+                                barrier=barrier, max_chunks=max_chunks, name=name)
     if rank != 0:
         return
     stats = report.stats.as_dict()
@@ -175,7 +184,10 @@ def info(path: Annotated[Path, typer.Argument(help="a dataset cache, e.g. cache/
         console.print(f"split {s['protocol']} seed {s['seed']}: query {s['n_query']}, database {s['n_database']}, "
                       f"train {s['n_train']}, val {s['n_val']}" + "".join(f"\n  · {x}" for x in s["notes"]))
     if summary["vocabulary"]:
-        console.print(f"vocabulary: {summary['vocabulary']}")
+        vocab = summary["vocabulary"]
+        words = vocab.get("first_words") or []
+        settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in vocab.items() if k != "first_words")
+        console.print(f"vocabulary: {settings}" + (f"; first words: {' '.join(words)}" if words else ""))
 
 
 @app.command()

@@ -19,6 +19,7 @@ from cfrh import __version__
 from cfrh.devices import check_device_name
 from cfrh.errors import ConfigError
 from cfrh_cache.readers import READERS
+from cfrh_cache.readers.shards import ON_ERROR
 from cfrh_cache.splits import PROTOCOLS
 from cfrh_search.ann import KINDS
 from cfrh_train.config import defaults
@@ -35,6 +36,7 @@ Protocol = choices("Protocol", PROTOCOLS)
 IndexKind = choices("IndexKind", KINDS)
 Modality = choices("Modality", ("image", "text"))
 TextKind = choices("TextKind", ("bow", "dense"))
+OnError = choices("OnError", ON_ERROR)
 
 
 def _print_version(value: bool) -> None:

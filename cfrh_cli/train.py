@@ -202,6 +202,7 @@ def tune_command(
                                               "as an ablation table (RUNS_DIR/ablation/…)")] = False,
     seeds: words_option("with --ablate: the seeds pooled") = ["0 1 2"],
     config: Annotated[Path | None, typer.Option(help="with --ablate: the full model's config (e.g. a best.json)")] = None,
+    progress: Progress = True,
     version: Version = False,
 ) -> None:
     """Tune a method on the validation split (Optuna, same budget for every method); resumable."""
@@ -215,7 +216,7 @@ def tune_command(
         console.print(Path(report["markdown"]).read_text())
         return
     summary = tune(dataset, method, bits, trials, cache_dir, runs_dir, seed, device, timeout, jobs, space,
-                   storage)
+                   storage, progress=progress)
     folder = study_dir(runs_dir, dataset, method, bits)
     default, test = summary["default_val_map"], summary["test_metrics"]
     key = next(k for k in test["i2t"] if k.startswith("map@") and k != "map@all" and "tie" not in k)

@@ -26,10 +26,26 @@ def search_form() -> str:
   <input id='text' name='text' size='50' placeholder='a text query, e.g. red circle'>
   <input name='k' type='number' value='10' min='1' max='1000'> <button id='go' type='submit'>search images</button>
 </form>
+<form id='row-form' action='search' method='get' style='margin-top: 1em'>
+  <input id='row' name='row' type='number' min='0' placeholder='a cache row'>
+  <select name='modality'><option value='image'>its image</option><option value='text'>its text</option></select>
+  <input name='k' type='number' value='10' min='1' max='1000'> <button type='submit'>search the other side</button>
+</form>
 <form id='image-form' action='search' method='post' enctype='multipart/form-data' style='margin-top: 1em'>
   <input id='image' name='image' type='file' accept='image/*'>
   <input name='k' type='number' value='10' min='1' max='1000'> <button type='submit'>search texts</button>
 </form>"""
+
+
+def tie_groups(distances: list[int]) -> list[tuple[int, int]]:
+    """Per hit, the first and last rank (1-based) of the hits at its distance: Hamming ties are
+    common, and a page should not pretend that rank 3 is nearer than rank 4 at the same distance."""
+    out, start = [], 0
+    for i in range(1, len(distances) + 1):
+        if i == len(distances) or distances[i] != distances[start]:
+            out += [(start + 1, i)] * (i - start)
+            start = i
+    return out
 
 
 def relevance(query_labels: list[str] | None, hit_labels: list[str]) -> bool | None:
@@ -55,17 +71,19 @@ def hits_page(title: str, query: dict, hits: list[dict], form: bool = False) -> 
     if q_labels is not None:
         described.append(f"labels: {escape(', '.join(q_labels))}")
     parts += ["<div>" + "<br>".join(described) + "</div>", "</div>", "<div class='hits'>"]
-    for hit in hits:
+    ties = tie_groups([h["distance"] for h in hits])
+    for hit, (first, last) in zip(hits, ties):
         rel = relevance(q_labels, hit["labels"])
         state = {True: "relevant", False: "irrelevant", None: "unknown"}[rel]
         parts.append(f"<figure class='hit {state}' data-row='{hit['row']}' data-rank='{hit['rank']}' "
-                     f"data-distance='{hit['distance']}' data-relevant='{state}' "
+                     f"data-distance='{hit['distance']}' data-relevant='{state}' data-tie='{first}-{last}' "
                      f"style='border-color: {FRAME[rel]}'>")
         if hit.get("image"):
             parts.append(f"<img alt='row {hit['row']}' src='{escape(hit['image'])}'>")
         if hit.get("text"):
             parts.append(f"<div class='text'>{escape(hit['text'])}</div>")
-        parts.append(f"<figcaption>#{hit['rank']} · row {hit['row']} · distance {hit['distance']}"
+        tied = f" · tied #{first}–{last} (their order is by row)" if last > first else ""
+        parts.append(f"<figcaption>#{hit['rank']} · row {hit['row']} · distance {hit['distance']}{tied}"
                      f"<div class='labels'>{escape(', '.join(hit['labels']))}</div></figcaption></figure>")
     parts.append("</div></body></html>")
     return "\n".join(parts)

@@ -5,6 +5,7 @@ before it listens; the routes are plain functions of this module.
 
     GET  /                         the page: a text box and an image upload
     GET  /search?text=…&k=10       the hits of a text query, as a page
+    GET  /search?row=N&modality=image   the hits of a cache row's image (or text), as a page
     POST /search (image, k)        the hits of an uploaded image, as a page
     GET  /api/search?text=…&k=10   the same as JSON (``target`` image|text, default: the other side)
     POST /api/search (image, k)    likewise for an image
@@ -45,9 +46,19 @@ def _hits(code, source: str, target: str | None, k: int) -> tuple[str, list[dict
     return target, [{"rank": i + 1, "distance": h.distance, **d} for i, (h, d) in enumerate(zip(found, described))]
 
 
-def _by_text(text: str, k: int, target: str | None) -> tuple[str, list[dict]]:
+def _by_text(text: str | None, k: int, target: str | None, row: int | None = None,
+             modality: str = "image") -> tuple[str, list[dict]]:
+    """A free text, or a cache row's image or text, as the query."""
+    if (text is None) == (row is None):
+        raise HTTPException(422, "give exactly one query: text or row")
+    if modality not in ("image", "text"):
+        raise HTTPException(422, f"modality {modality!r}: expected image or text")
     try:
         queries: Queries = app.state.queries
+        if row is not None:
+            vectors = app.state.index.rows_of([row], modality)
+            code = queries.hash(**{modality: vectors})[0 if modality == "image" else 1]
+            return _hits(code, modality, target, k)
         return _hits(queries.hash(text=queries.text_vectors([text]))[1], "text", target, k)
     except CfrhError as exc:
         raise HTTPException(400, str(exc)) from None
@@ -80,9 +91,11 @@ def home() -> str:
 
 
 @app.get("/api/search")
-def api_text(text: str, k: int = Query(10, ge=1, le=MAX_K), target: str | None = None) -> dict:
-    target, found = _by_text(text, k, target)
-    return {"query": {"text": text, "target": target}, "hits": found}
+def api_text(text: str | None = None, k: int = Query(10, ge=1, le=MAX_K), target: str | None = None,
+             row: int | None = Query(None, ge=0), modality: str = "image") -> dict:
+    target, found = _by_text(text, k, target, row, modality)
+    return {"query": {"text": text, "row": row, "modality": modality if row is not None else None, "target": target},
+            "hits": found}
 
 
 @app.post("/api/search")
@@ -93,9 +106,16 @@ def api_image(image: UploadFile = File(...), k: int = Form(10, ge=1, le=MAX_K),
 
 
 @app.get("/search", response_class=HTMLResponse)
-def search_text(text: str, k: int = Query(10, ge=1, le=MAX_K), target: str | None = None) -> str:
-    target, found = _by_text(text, k, target)
-    return _page({"text": text}, target, found)
+def search_text(text: str | None = None, k: int = Query(10, ge=1, le=MAX_K), target: str | None = None,
+                row: int | None = Query(None, ge=0), modality: str = "image") -> str:
+    target, found = _by_text(text, k, target, row, modality)
+    if row is None:
+        return _page({"text": text}, target, found)
+    index = app.state.index
+    query = {"row": row, "labels": describe(index, [row])[0]["labels"],
+             **({"image": thumbnail_uri(index, row)} if modality == "image" else
+                {"text": describe(index, [row])[0].get("text") or " ".join(describe(index, [row])[0].get("text_words", []))})}
+    return _page(query, target, found)
 
 
 @app.post("/search", response_class=HTMLResponse)

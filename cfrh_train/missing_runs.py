@@ -33,6 +33,8 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
     ``tuned``: also rows from each learned method's best config of a study of exactly that many
     trials (``cfrh_train.tune``; run or resumed here), beside the default rows."""
     counts = {"reused": 0, "trained": 0}
+    total = len(datasets) * len(encoders) * len(bits) * len(seeds) * sum(
+        1 + bool(tuned and (SEARCH / f"{m}.json").is_file()) for m in methods)  # run k of N, as the log says
     for dataset in datasets:
         cache = Cache.open(Path(cache_dir) / dataset)
         for encoder, method, b in product(encoders, methods, bits):
@@ -59,7 +61,7 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
                 else:
                     if (folder / "result.json").exists():
                         log(f"not reused: {why}")
-                    log(f"training {method}{' (tuned)' if variant else ''} on {dataset}"
+                    log(f"run {sum(counts.values()) + 1} of {total}: training {method}{' (tuned)' if variant else ''} on {dataset}"
                         f"{f' [{encoder}]' if encoder else ''}, {b} bits, seed {seed}")
                     run(config, cache_dir, dataset, runs_dir, progress=progress, variant=variant)
                     counts["trained"] += 1

@@ -309,8 +309,9 @@ def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, 
                      "n_val": int(data.split["val"].size), "notes": split.get("notes", [])},
         "config": config,
         "selection": {"on": "val", "epoch": best["epoch"], "val_map": best["score"] if best["score"] >= 0 else None,
-                      "rule": f"best mean val mAP@{config['topk']} (val queries vs. train rows), "
-                              "evaluated every eval_every epochs" if best["epoch"] is not None else "no training"},
+                      "rule": f"best mean val mAP@{config['topk']} (val queries vs. train rows), evaluated every "
+                              f"{config['eval_every']} epochs" if best["epoch"] is not None else
+                              "fitted once, scored once on validation" if best["score"] >= 0 else "no training"},
         "metrics": strip(metrics),
         "metrics_last_epoch": strip(last_metrics),
         "timing": {"train_s": round(train_s, 3), "eval_s": round(eval_s, 3)},

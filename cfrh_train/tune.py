@@ -23,7 +23,9 @@ import warnings
 from pathlib import Path
 
 import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cfrh.cliutil import err_console
 from cfrh.errors import ConfigError
 from cfrh.fsio import atomic_write_json
 from cfrh.mpl import pyplot
@@ -102,9 +104,28 @@ def tune(dataset: str, method: str, bits: int, trials: int, cache_dir: str | Pat
         raise ConfigError(f"{summary_path}: holds the study of seed {held}; tune seed {seed} under another "
                           f"--runs-dir (its best.json would be overwritten)")
     folder.mkdir(parents=True, exist_ok=True)
-    with _study_lock(folder) as alone:
+    with _study_lock(folder) as alone, study_bar(progress, f"{method} {bits} bits", trials) as shown:
         return _tune(dataset, method, bits, trials, cache_dir, folder, seed, device, timeout, jobs, space_file,
-                     storage, alone and storage is None)
+                     storage, alone and storage is None, shown)
+
+
+@contextlib.contextmanager
+def study_bar(show: bool, title: str, trials: int):
+    """A bar on stderr: trial k of N, pruned so far, best validation so far, time left; yields
+    ``update(study)``, which reads all of that from the study itself (so workers need not report)."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("trial {task.completed}/{task.total}"),
+               TextColumn("{task.fields[pruned]} pruned · best val {task.fields[best]}"), TimeRemainingColumn()]
+    with Progress(*columns, disable=not show, console=err_console) as bar:
+        task = bar.add_task(title, total=trials, pruned=0, best="–")
+
+        def update(study) -> None:
+            import optuna
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            values = [t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+            done = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
+            bar.update(task, completed=min(done, trials), pruned=sum(s == optuna.trial.TrialState.PRUNED for s in states),
+                       best=f"{max(values):.4f}" if values else "–")
+        yield update
 
 
 @contextlib.contextmanager
@@ -122,7 +143,7 @@ def _study_lock(folder: Path):
 
 
 def _tune(dataset: str, method: str, bits: int, trials: int, cache_dir, folder: Path, seed: int, device: str,
-          timeout: float | None, jobs: int, space_file, storage: str | None, alone: bool) -> dict:
+          timeout: float | None, jobs: int, space_file, storage: str | None, alone: bool, shown=None) -> dict:
     """``tune`` under the study's lock; ``alone``: a RUNNING trial is a killed process's, failed now."""
     import optuna
     storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
@@ -141,8 +162,11 @@ def _tune(dataset: str, method: str, bits: int, trials: int, cache_dir, folder: 
     if not any(t.user_attrs.get("default") and t.state != optuna.trial.TrialState.FAIL for t in study.trials):
         # trial 0: the untouched default config (it may lie outside the space); again if its worker was killed
         study.enqueue_trial({}, user_attrs={"default": True})
+    shown = shown or (lambda s: None)
+    shown(study)
     if jobs == 1:
-        _optimize(storage, name, dataset, cache_dir, base, space, trials, timeout, seed, threads=None)
+        _optimize(storage, name, dataset, cache_dir, base, space, trials, timeout, seed, threads=None,
+                  on_trial=shown)
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = mp.get_context("spawn")
@@ -151,8 +175,11 @@ def _tune(dataset: str, method: str, bits: int, trials: int, cache_dir, folder: 
                                                         timeout, seed + 1 + j, threads, users)) for j in range(jobs)]
         for w in workers:
             w.start()
-        for w in workers:
-            w.join()
+        while any(w.is_alive() for w in workers):  # the workers' trials, as the study records them
+            shown(study)
+            for w in workers:
+                w.join(timeout=1.0)
+        shown(study)
     study = optuna.load_study(study_name=name, storage=db)
     return _finish(study, folder, dataset, method, bits, cache_dir, base, space, trials, storage, timeout)
 
@@ -176,7 +203,7 @@ def _experimental():
 
 
 def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, space: dict, trials: int,
-              timeout: float | None, seed: int, threads: int | None, users: list[str] = ()) -> None:
+              timeout: float | None, seed: int, threads: int | None, users: list[str] = (), on_trial=None) -> None:
     """One worker: trials until the study holds ``trials`` finished ones (the cache loaded once);
     ``users``: the user methods' ``FILE.py:Class`` to register in this process."""
     for spec in users:
@@ -210,8 +237,9 @@ def _optimize(storage: str, name: str, dataset: str, cache_dir, base: dict, spac
 
     left = trials - len([t for t in study.trials if t.state in done])
     if left > 0:
+        heard = [] if on_trial is None else [lambda study, trial: on_trial(study)]
         study.optimize(objective, n_trials=left, timeout=timeout, catch=(BudgetSpent,),
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)])
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=done), *heard])
 
 
 def _finish(study, folder: Path, dataset: str, method: str, bits: int, cache_dir, base: dict, space: dict,

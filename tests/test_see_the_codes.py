@@ -2,6 +2,7 @@
 against an independent ranking of the stored codes and an independent relevance."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -218,6 +219,18 @@ def test_the_page_answers_a_query_in_a_real_browser(served_run):
             page.wait_for_selector("figure.hit", timeout=30000)
             assert page.locator("figure.hit").count() == 10
             assert word in page.inner_text("#query")
+            page.fill("#row", "7")  # the results page has the search boxes too: now a cache row's image
+            page.click("#row-form button")
+            page.wait_for_selector("#query img", timeout=30000)
+            assert "row 7" in page.inner_text("#query") and page.locator("figure.hit").count() == 10
+            ties = page.locator("figure.hit").evaluate_all("els => els.map(e => e.dataset.tie)")
+            distances = page.locator("figure.hit").evaluate_all("els => els.map(e => Number(e.dataset.distance))")
+            for i, tie in enumerate(ties):  # each hit names the ranks that share its distance
+                first, last = map(int, tie.split("-"))
+                assert distances[first - 1:last] == [distances[i]] * (last - first + 1)
+            shot = os.environ.get("CFRH_DOCS_SCREENSHOT")  # how docs/img/search-page.png is made
+            page.set_viewport_size({"width": 1100, "height": 900})
+            page.screenshot(path=shot or str(served_run / "page.png"), full_page=False)
             browser.close()
     finally:
         server.should_exit = True

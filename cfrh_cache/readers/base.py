@@ -196,6 +196,7 @@ class Source:
     # which of ``files`` each cached table is made from ("images", "texts", "labels", "raw"); a role left
     # out is made from every file, so a change anywhere counts as a change for it
     roles: dict[str, list[Path]] = field(default_factory=dict)
+    reading: dict = field(default_factory=dict)  # reader options that decide which samples are rows (shards)
 
     def files_for(self, role: str) -> list[Path]:
         """The files a table is made from; "raw" (raw texts, their CLIP embeddings) defaults to "texts"."""
