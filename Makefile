@@ -73,7 +73,7 @@ demo: setup
 	$(VENV)/bin/cfrh-cache info $(CACHE)/synth
 	$(VENV)/bin/cfrh-train --dataset synth --bits 32 --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS) --export
 	$(VENV)/bin/cfrh-search $(RUNS)/synth/cfrh/32bit/seed0 --text "red circle" -k 5
-	$(VENV)/bin/cfrh-table --datasets synth --bits "16 32" --seeds "0 1" --methods "cfrh jdsh djsrh dgcpn ucch ccah ucmfh lsh random" \
+	$(VENV)/bin/cfrh-table --datasets synth --bits "16 32" --seeds "0 1" --methods "cfrh jdsh djsrh dgcpn ucch ccah ucmfh cvh imh cmfh lssh lsh random" \
 	  --device $(DEVICE) --cache-dir $(CACHE) --runs-dir $(RUNS)
 
 # make tune DATASET=mirflickr METHOD=cfrh BITS=32 TRIALS=30 [JOBS=2]: runs/tune/… (best.json, summary.json)

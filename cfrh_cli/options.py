@@ -78,6 +78,8 @@ CacheDir = Annotated[Path, typer.Option(help="the cache root: CACHE_DIR/<dataset
 CACHE_DIR = Path("cache")
 RunsDir = Annotated[Path, typer.Option(help="where run folders go (and tables, studies, ablations beside them)")]
 RUNS_DIR = Path("runs")
+CachedDataset = Annotated[str | None, typer.Option("--dataset", help="a cached dataset under --cache-dir (default: "
+                                                                    "the only one there)")]
 Progress = Annotated[bool, typer.Option(help="show progress bars (on stderr; results go to stdout)")]
 BITS_HELP = "code length K"
 Bits = Annotated[int, typer.Option(min=1, max=1023, help=BITS_HELP)]

@@ -18,6 +18,7 @@ from cfrh_cli.options import (
     INDEX,
     RUNS_DIR,
     Bits,
+    CachedDataset,
     CacheDir,
     Device,
     IndexParams,
@@ -56,8 +57,7 @@ def choose_dataset(dataset: str | None, cache_dir: Path) -> str:
 
 @user_errors
 def train_command(
-    dataset: Annotated[str | None, typer.Option(help="cached dataset under --cache-dir (default: the only one "
-                                                     "there)")] = None,
+    dataset: CachedDataset = None,
     bits: MaybeBits = None,
     method: MaybeMethod = None,
     seed: seed_option("training (weights, batches)", optional=True) = None,
@@ -184,8 +184,7 @@ def table_command(
 
 @user_errors
 def tune_command(
-    dataset: Annotated[str | None, typer.Option(help="cached dataset under --cache-dir (default: the only one "
-                                                     "there)")] = None,
+    dataset: CachedDataset = None,
     method: Method = "cfrh",
     bits: Bits = 32,
     trials: Annotated[int, typer.Option(min=1, help="the budget: finished trials (pruned ones count)")] = 30,
