@@ -20,6 +20,15 @@ from cfrh_train.train import run
 from cfrh_train.tune import SEARCH, study_dir, tune
 
 
+def _runnable(cache: Cache, method: str) -> bool:
+    """Whether the cache has the text the method needs (UCMFH: text embeddings)."""
+    try:
+        text_input(cache, method, None)
+        return True
+    except ConfigError:
+        return False
+
+
 def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds: list[int], cache_dir: str | Path,
                 runs_dir: str | Path, device: str = "auto", progress: bool = True, log=print,
                 encoders: list[str | None] = (None,), need_model: bool = False, tuned: int = 0,
@@ -33,8 +42,9 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
     ``tuned``: also rows from each learned method's best config of a study of exactly that many
     trials (``cfrh_train.tune``; run or resumed here), beside the default rows."""
     counts = {"reused": 0, "trained": 0}
-    total = len(datasets) * len(encoders) * len(bits) * len(seeds) * sum(
-        1 + bool(tuned and (SEARCH / f"{m}.json").is_file()) for m in methods)  # run k of N, as the log says
+    total = len(encoders) * len(bits) * len(seeds) * sum(  # run k of N, as the log says
+        1 + bool(tuned and (SEARCH / f"{m}.json").is_file()) for d in datasets for m in methods
+        if _runnable(Cache.open(Path(cache_dir) / d), m))
     for dataset in datasets:
         cache = Cache.open(Path(cache_dir) / dataset)
         for encoder, method, b in product(encoders, methods, bits):
