@@ -171,7 +171,8 @@ def table_command(
                              on_run=export_and_rerank if rerank else None)
         err_console.print(f"runs: {counts['trained']} trained, {counts['reused']} reused")
     out = make_table(runs_dir, published or PUBLISHED, only={"dataset": words(datasets), "method": names if methods else [],
-                                                             "bits": bit_list, "seed": seed_list})
+                                                             "bits": bit_list, "seed": seed_list},
+                     strict=not train)  # after training, a method that could not run here (UCMFH) just has no row
     if examples:
         drawn = example_figures(collect_runs(runs_dir), cache_dir, runs_dir / "figures", examples, examples_seed)
         err_console.print(f"examples: {len(drawn) // 3} figures (PNG, PDF and their data as JSON) in {runs_dir / 'figures'}")

@@ -162,14 +162,15 @@ def rich_tables(blocks: list[Block]) -> list[Table]:
 
 
 def make_table(runs_dir: str | Path, published: str | Path = PUBLISHED, figures: bool = True,
-               only: dict[str, list] | None = None) -> dict:
+               only: dict[str, list] | None = None, strict: bool = True) -> dict:
     """Render the finished runs under ``runs_dir`` (``only``: those of the named datasets, methods,
-    bits and seeds, see ``results.select_runs``): writes table.md, table.tex and figures/."""
+    bits and seeds, see ``results.select_runs``; ``strict``: each named one must have runs): writes
+    table.md, table.tex and figures/."""
     runs_dir = Path(runs_dir)
     results = collect_runs(runs_dir)
     if not results:
         raise CacheError(f"{runs_dir}: no finished runs (run folders with result.json); train some first")
-    results = select_runs(results, **(only or {}))
+    results = select_runs(results, strict, **(only or {}))
     blocks = build_blocks(results, read_published(published))
     protocol = protocol_lines(results)
     figure_paths = draw_figures(results, runs_dir / "figures") if figures else []

@@ -297,3 +297,12 @@ def test_parquet_with_several_vector_columns_asks_which_and_names_a_bad_row(tmp_
         pq.write_table(pa.table({"img": bad}), tmp_path / "bad.parquet")
         with pytest.raises(DataError, match=f"bad.parquet:img: {says}"):
             load_array(str(tmp_path / "bad.parquet:img"))
+
+
+def test_after_training_a_method_that_could_not_run_has_no_row_and_no_error(synth_cache, tmp_path):
+    out = invoke("table", "--datasets", "synth", "--methods", "lsh ucmfh", "--bits", 8, "--seeds", 0, "--device", "cpu",
+                 "--cache-dir", synth_cache.parent, "--runs-dir", tmp_path / "runs", "--no-progress")
+    assert out.exit_code == 0, out.output
+    assert "no ucmfh rows for synth" in out.output  # the demo cache has no text embeddings: said, not fatal
+    md = (tmp_path / "runs" / "table.md").read_text()
+    assert "| lsh (1 seed)" in md and "ucmfh" not in md
