@@ -41,7 +41,7 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
     that it can be exported (``make table RERANK=R`` searches the runs' indexes).
     ``tuned``: also rows from each learned method's best config of a study of exactly that many
     trials (``cfrh_train.tune``; run or resumed here), beside the default rows."""
-    counts = {"reused": 0, "trained": 0}
+    counts, told = {"reused": 0, "trained": 0}, set()
     total = len(encoders) * len(bits) * len(seeds) * sum(  # run k of N, as the log says
         1 + bool(tuned and (SEARCH / f"{m}.json").is_file()) for d in datasets for m in methods
         if _runnable(Cache.open(Path(cache_dir) / d), m))
@@ -51,8 +51,11 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
             try:
                 dense = text_input(cache, method, None)
                 text = {"text": dense} if dense else {}
-            except ConfigError as exc:  # UCMFH on a cache without text embeddings: no row
-                log(f"no {method} rows for {dataset}: {exc}")
+            except ConfigError as exc:  # UCMFH on a cache without text embeddings: no row (said once)
+                said = f"no {method} rows for {dataset}: {exc}"
+                if said not in told:
+                    told.add(said)
+                    log(said)
                 continue
             variants = [(None, None)]
             if tuned and (SEARCH / f"{method}.json").is_file():
