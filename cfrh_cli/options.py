@@ -90,7 +90,6 @@ INDEX = IndexKind.exact
 IndexParams = Annotated[list[str], typer.Option(help="with --index: a parameter, e.g. nprobe=32, ef_search=128, "
                                                      "nflip=2 (repeat it)")]
 Shards = Annotated[int, typer.Option(min=1, help="split the index in N shards, searched and merged")]
-Words = list[str]
 
 
 def seed_option(what: str, optional: bool = False):
