@@ -100,9 +100,10 @@ class Cache:
                 raise CacheError(f"{path}: holds dataset {cache.attrs.get('dataset')!r} with n={cache.attrs.get('n')}, "
                                  f"not {dataset!r} with n={n}; use another --cache-dir or delete it")
             return cache
-        group = zarr.open_group(path, mode="a", zarr_format=3)
-        group.attrs.update({"dataset": dataset, "n": n, "format_version": FORMAT_VERSION,
-                            "cfrh_version": __version__, "created": now()})
+        attrs = {"dataset": dataset, "n": n, "format_version": FORMAT_VERSION, "cfrh_version": __version__,
+                 "created": now()}
+        # one write of zarr.json with its attributes: a kill can never leave a group without its format
+        group = zarr.open_group(path, mode="a", zarr_format=3, attributes=attrs)
         return cls(path, group)
 
     @property
