@@ -19,7 +19,7 @@ import numpy as np
 
 from cfrh_cache.options import FeatureOptions
 from cfrh_cache.pipeline import build_features
-from cfrh_search.hits import describe
+from cfrh_search.hits import described_hits
 from cfrh_search.index import Index, export_index
 from cfrh_search.queries import Queries
 from cfrh_train.config import load
@@ -88,21 +88,19 @@ class Search:
     queries: Queries
 
     def _hits(self, code: np.ndarray, target: str, k: int) -> list[dict]:
-        found = self.index.search(code, target, k)[0]
-        return [{"distance": h.distance, **d} for h, d in zip(found, describe(self.index, [h.row for h in found]))]
+        return described_hits(self.index, self.index.search(code, target, k)[0])
 
     def text(self, text: str, k: int = 10, target: str = "image") -> list[dict]:
         """The k nearest ``target`` items of a free text (BoW through the cache's vocabulary)."""
-        return self._hits(self.queries.hash(text=self.queries.text_vectors([text]))[1], target, k)
+        return self._hits(self.queries.text_code(text), target, k)
 
     def image(self, path: str | Path, k: int = 10, target: str = "text") -> list[dict]:
         """The k nearest ``target`` items of an image file (through the cache's own encoder)."""
-        return self._hits(self.queries.hash(image=self.queries.image_features([path]))[0], target, k)
+        return self._hits(self.queries.image_code(path)[0], target, k)
 
     def row(self, row: int, k: int = 10, modality: str = "image", target: str | None = None) -> list[dict]:
         """The k nearest items of a cache row's image (or text)."""
-        vectors = self.index.rows_of([row], modality)
-        code = self.queries.hash(**{modality: vectors})[0 if modality == "image" else 1]
+        code = self.queries.row_code(row, modality)[0]
         return self._hits(code, target or ("text" if modality == "image" else "image"), k)
 
 

@@ -53,7 +53,7 @@ def search_command(
     version: Version = False,
 ) -> None:
     """Hash a query with a trained model and print its nearest database items."""
-    from cfrh_search.hits import describe, for_page, thumbnail_uri
+    from cfrh_search.hits import describe, described_hits, for_page, thumbnail_uri
     from cfrh_search.index import Index
     from cfrh_search.pages import hits_page
     from cfrh_search.queries import Queries
@@ -72,23 +72,18 @@ def search_command(
     queries = Queries(index, device)
     if weights:
         queries.use_weights(weights)
-    feature = None
+    feature = None  # an image query's CLIP feature: what re-ranking compares
     if text is not None:
-        source, code = "text", queries.hash(text=queries.text_vectors([text]))[1]
+        source, code = "text", queries.text_code(text)
     elif image is not None:
-        feature = queries.image_features([image])
-        source, code = "image", queries.hash(image=feature)[0]
-    elif modality == Modality.image:
-        feature = index.rows_of([row], "image")
-        source, code = "image", queries.hash(image=feature)[0]
+        source, (code, feature) = "image", queries.image_code(image)
     else:
-        source, code = "text", queries.hash(text=index.rows_of([row], "text"))[1]
+        source, (code, vectors) = modality.value, queries.row_code(row, modality.value)
+        feature = vectors if source == "image" else None
     target = target.value if target else ("text" if source == "image" else "image")
     hits = (rerank_hits(index, code, target, k, rerank, image_feature=feature) if rerank
             else index.search(code, target, k)[0])
-    described = describe(index, [h.row for h in hits])
-    out = [{"rank": i + 1, "distance": h.distance, **({"score": h.score} if h.score is not None else {}), **d}
-           for i, (h, d) in enumerate(zip(hits, described))]
+    out = described_hits(index, hits)
     title = f"{source} query → {target} codes · {index.title}"
     if html:
         shows_image = image is not None or (row is not None and source == "image")

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from cfrh.errors import ConfigError
 from cfrh.fsio import atomic_write
 from cfrh_cache.store import Cache
-from cfrh_train.methods import build, register
-from cfrh_train.results import MODEL, read_result
+from cfrh_search.model import load_model, model_record
+from cfrh_train.results import read_result
 
 FORMATS = (".parquet", ".npy")
 SIDES = ("image", "text")
@@ -33,13 +32,7 @@ def packed(codes: np.ndarray) -> np.ndarray:
 
 def real_outputs(run_folder: Path, cache: Cache, rows: np.ndarray, result: dict) -> dict[str, np.ndarray]:
     """The model's real-valued codes of cache rows (image from image features, text from text)."""
-    model = result["model"]
-    source = result["inputs"].get("method_source")
-    if source and source.get("spec"):
-        register(source["spec"])
-    method = build(result["method"], result["config"], *model["dims"], model["text_kind"])
-    method.load_index_state(load_file(run_folder / MODEL))
-    method.eval()
+    method = load_model(run_folder, model_record(result), "train the run again")
     image = np.asarray(cache.read(f"image/{result['encoder']['tag']}")[rows], np.float32)
     text = cache.text_rows(rows, result["config"].get("text"))
     with torch.no_grad():

@@ -9,7 +9,7 @@ import numpy as np
 
 from cfrh.images import open_rgb
 from cfrh.thumbnails import data_uri, thumbnail
-from cfrh_search.index import Index
+from cfrh_search.index import Hit, Index
 
 
 def describe(index: Index, rows: list[int]) -> list[dict]:
@@ -35,6 +35,14 @@ def describe(index: Index, rows: list[int]) -> list[dict]:
             item["image"] = f"{place['file']}:{place['key']}[{row}]"
         out.append(item)
     return out
+
+
+def described_hits(index: Index, found: list[Hit]) -> list[dict]:
+    """Hits as commands, pages and the API show them: rank, Hamming distance, the re-ranking score
+    where re-ranked, and ``describe``'s view of the row."""
+    described = describe(index, [h.row for h in found])
+    return [{"rank": i + 1, "distance": h.distance, **({"score": h.score} if h.score is not None else {}), **d}
+            for i, (h, d) in enumerate(zip(found, described))]
 
 
 def shown_text(hit: dict) -> str:

@@ -30,6 +30,7 @@ from cfrh.errors import CacheError, ConfigError
 from cfrh.fsio import atomic_write_json, now, sha256_file
 from cfrh_cache.store import Cache
 from cfrh_search import ann
+from cfrh_search.model import model_record
 from cfrh_search.topk import hamming_topk
 from cfrh_train.results import INDEX, MODEL, index_folder, read_result
 
@@ -51,8 +52,7 @@ def export_index(run_folder: str | Path, cache_dir: str | Path, spec: IndexSpec 
     temporary folder beside it and swapped in whole."""
     run_folder = Path(run_folder)
     result = read_result(run_folder)
-    model = result.get("model")
-    if not model or not (run_folder / MODEL).is_file():
+    if not result.get("model") or not (run_folder / MODEL).is_file():
         raise CacheError(f"{run_folder}: no {MODEL} (a run of an older cfrh); train it again, then export")
     dataset, bits = result["dataset"], int(result["bits"])
     cache = Cache.open(Path(cache_dir) / dataset)
@@ -78,9 +78,7 @@ def export_index(run_folder: str | Path, cache_dir: str | Path, spec: IndexSpec 
                          tmp / f"{m}.shard{i}.faiss")
     attrs = cache.attrs
     meta = {"dataset": dataset, "method": result["method"], "bits": bits, "seed": result["seed"], "n": len(rows),
-            "model": {"method": result["method"], "config": result["config"], "dims": model["dims"],
-                      "text_kind": model["text_kind"], "sha256": model["sha256"],
-                      "source": result["inputs"].get("method_source")},
+            "model": model_record(result),
             "text": result["config"].get("text"),
             "text_encoder": attrs.get("text_encoders", {}).get(result["config"].get("text") or "", None),
             "cache": str(cache.path.resolve()), "cache_created": attrs.get("created"),

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from cfrh.devices import resolve_device
 from cfrh.encoders import Encoder, load_encoder, pil_geometric
@@ -22,8 +21,7 @@ from cfrh.fsio import sha256_file
 from cfrh.images import open_rgb
 from cfrh.text import TOKENIZER, bag_of_words
 from cfrh_search.index import Index
-from cfrh_train.methods import build, register
-from cfrh_train.results import MODEL
+from cfrh_search.model import load_model
 
 
 class Queries:
@@ -32,17 +30,7 @@ class Queries:
     def __init__(self, index: Index, device: str = "auto"):
         self.index, self.meta = index, index.meta
         self.device = resolve_device(device)
-        saved = self.meta["model"]
-        if saved.get("source") and saved["source"].get("spec"):
-            register(saved["source"]["spec"])  # a user's method from its file, as the run had it
-        self.method = build(saved["method"], saved["config"], *saved["dims"], saved.get("text_kind", "bow"))
-        try:
-            self.method.load_index_state(load_file(index.folder / MODEL))
-        except RuntimeError as err:  # shapes or names changed between versions
-            detail = " ".join(str(err).split())
-            raise CacheError(f"{index.folder}/{MODEL} does not fit method {saved['method']!r}: {detail}; "
-                             f"{index.redo}") from None
-        self.method.to(self.device).eval()
+        self.method = load_model(index.folder, self.meta["model"], index.redo).to(self.device)
         self._image_encoder: Encoder | None = None
         self._text_encoder: Encoder | None = None
 
@@ -52,6 +40,20 @@ class Queries:
         t = lambda x: None if x is None else torch.from_numpy(np.asarray(x, np.float32)).to(self.device)
         ci, ct = self.method.encode(t(image), t(text))
         return (None if ci is None else ci.cpu().numpy(), None if ct is None else ct.cpu().numpy())
+
+    def text_code(self, text: str) -> np.ndarray:
+        """The real-valued code (1, K) of a free text."""
+        return self.hash(text=self.text_vectors([text]))[1]
+
+    def image_code(self, path: str | Path, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The real-valued code (1, K) of an image file, and its CLIP feature (re-ranking uses it)."""
+        feature = self.image_features([path], names=[name] if name else None)
+        return self.hash(image=feature)[0], feature
+
+    def row_code(self, row: int, modality: str = "image") -> tuple[np.ndarray, np.ndarray]:
+        """The real-valued code (1, K) of a cache row's image (or text), and its feature vector."""
+        vectors = self.index.rows_of([row], modality)
+        return self.hash(**{modality: vectors})[0 if modality == "image" else 1], vectors
 
     def text_vectors(self, texts: list[str]) -> np.ndarray:
         """Text rows of free texts, as the run's text input has them: CLIP text embeddings, or a

@@ -21,7 +21,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse
 
 from cfrh.errors import CfrhError
-from cfrh_search.hits import describe, for_page, thumbnail_uri
+from cfrh_search.hits import describe, described_hits, for_page, shown_text, thumbnail_uri
 from cfrh_search.index import Index
 from cfrh_search.pages import hits_page, search_form
 from cfrh_search.queries import Queries
@@ -41,9 +41,7 @@ def load(run_folder: str | Path, device: str = "auto") -> FastAPI:
 def _hits(code, source: str, target: str | None, k: int) -> tuple[str, list[dict]]:
     index: Index = app.state.index
     target = target or ("text" if source == "image" else "image")
-    found = index.search(code, target, k)[0]
-    described = describe(index, [h.row for h in found])
-    return target, [{"rank": i + 1, "distance": h.distance, **d} for i, (h, d) in enumerate(zip(found, described))]
+    return target, described_hits(index, index.search(code, target, k)[0])
 
 
 def _by_text(text: str | None, k: int, target: str | None, row: int | None = None,
@@ -56,10 +54,8 @@ def _by_text(text: str | None, k: int, target: str | None, row: int | None = Non
     try:
         queries: Queries = app.state.queries
         if row is not None:
-            vectors = app.state.index.rows_of([row], modality)
-            code = queries.hash(**{modality: vectors})[0 if modality == "image" else 1]
-            return _hits(code, modality, target, k)
-        return _hits(queries.hash(text=queries.text_vectors([text]))[1], "text", target, k)
+            return _hits(queries.row_code(row, modality)[0], modality, target, k)
+        return _hits(queries.text_code(text), "text", target, k)
     except CfrhError as exc:
         raise HTTPException(400, str(exc)) from None
 
@@ -70,9 +66,7 @@ def _by_image(upload: UploadFile, k: int, target: str | None) -> tuple[str, list
         tmp.write(upload.file.read())
         tmp.flush()
         try:
-            queries: Queries = app.state.queries
-            feature = queries.image_features([tmp.name], names=[name])
-            target, found = _hits(queries.hash(image=feature)[0], "image", target, k)
+            target, found = _hits(app.state.queries.image_code(tmp.name, name)[0], "image", target, k)
             return target, found, thumbnail_uri(app.state.index, file=tmp.name)
         except CfrhError as exc:
             raise HTTPException(400, str(exc)) from None
@@ -112,9 +106,9 @@ def search_text(text: str | None = None, k: int = Query(10, ge=1, le=MAX_K), tar
     if row is None:
         return _page({"text": text}, target, found)
     index = app.state.index
-    query = {"row": row, "labels": describe(index, [row])[0]["labels"],
-             **({"image": thumbnail_uri(index, row)} if modality == "image" else
-                {"text": describe(index, [row])[0].get("text") or " ".join(describe(index, [row])[0].get("text_words", []))})}
+    seen = describe(index, [row])[0]
+    query = {"row": row, "labels": seen["labels"],
+             **({"image": thumbnail_uri(index, row)} if modality == "image" else {"text": shown_text(seen)})}
     return _page(query, target, found)
 
 
