@@ -34,22 +34,19 @@ def cmfh_fit(x1: np.ndarray, x2: np.ndarray, bits: int, lam: float, mu: float, g
     v = rng.normal(size=(x1.shape[0], bits)) / np.sqrt(bits)
     eye = np.eye(bits)
     solve_p = [ridge_inverse(x.T @ x, gamma / mu) @ x.T for x in (x1, x2)]  # P_m = (X_mᵀX_m + γ/μ I)⁻¹X_mᵀ V
-    u1 = u2 = p1 = p2 = None
+    u1, p1 = np.zeros((x1.shape[1], bits)), np.zeros((x1.shape[1], bits))  # before their first update
+    u2, p2 = np.zeros((x2.shape[1], bits)), np.zeros((x2.shape[1], bits))
+    record = (lambda: trace.append(objective(x1, x2, u1, u2, p1, p2, v, lam, mu, gamma))) if trace is not None else (
+        lambda: None)
     for _ in range(iterations):
-        for step in ("u1", "u2", "p", "v"):
-            if step == "u1":
-                u1 = x1.T @ v @ np.linalg.inv(v.T @ v + gamma / lam * eye)
-            elif step == "u2":
-                u2 = x2.T @ v @ np.linalg.inv(v.T @ v + gamma / (1 - lam) * eye)
-            elif step == "p":
-                p1, p2 = solve_p[0] @ v, solve_p[1] @ v
-            else:
-                v = unified(x1, x2, u1, u2, p1, p2, lam, mu, gamma)
-            if trace is not None:
-                trace.append(objective(x1, x2, u1 if u1 is not None else np.zeros((x1.shape[1], bits)),
-                                       u2 if u2 is not None else np.zeros((x2.shape[1], bits)),
-                                       p1 if p1 is not None else np.zeros((x1.shape[1], bits)),
-                                       p2 if p2 is not None else np.zeros((x2.shape[1], bits)), v, lam, mu, gamma))
+        u1 = x1.T @ v @ np.linalg.inv(v.T @ v + gamma / lam * eye)
+        record()
+        u2 = x2.T @ v @ np.linalg.inv(v.T @ v + gamma / (1 - lam) * eye)
+        record()
+        p1, p2 = solve_p[0] @ v, solve_p[1] @ v
+        record()
+        v = unified(x1, x2, u1, u2, p1, p2, lam, mu, gamma)
+        record()
     return {"u1": u1, "u2": u2, "p1": p1, "p2": p2, "v": v}
 
 

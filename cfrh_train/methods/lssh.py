@@ -24,19 +24,27 @@ from cfrh_train.methods.cmfh import UnifiedCodes
 from cfrh_train.methods.linear import LinearHash, ridge_inverse
 
 
-def lasso(target: np.ndarray, dictionary: np.ndarray, penalty: float, iterations: int,
-          start: np.ndarray | None = None) -> np.ndarray:
-    """argmin_S ‖target − S Dᵀ‖² + penalty·|S|₁ by FISTA, rows independent (D: d × k)."""
+def fista(target: torch.Tensor, dictionary: torch.Tensor, penalty: float, iterations: int,
+          start: torch.Tensor | None = None) -> torch.Tensor:
+    """argmin_S ‖target − S Dᵀ‖² + penalty·|S|₁ by FISTA, rows independent (D: d × k); the one
+    sparse coder of the fit (float64, host) and of queries (a batch, on the device)."""
     gram, corr = dictionary.T @ dictionary, target @ dictionary
-    step = 1 / (2 * max(np.linalg.eigvalsh(gram)[-1], 1e-12))
-    s = np.zeros((target.shape[0], dictionary.shape[1])) if start is None else start.copy()
-    z, t = s.copy(), 1.0
+    step = 1 / (2 * torch.linalg.eigvalsh(gram)[-1].clamp_min(1e-12))
+    s = torch.zeros_like(corr) if start is None else start.clone()
+    z, t = s.clone(), 1.0
     for _ in range(iterations):
         g = z - step * 2 * (z @ gram - corr)
-        new = np.sign(g) * np.maximum(np.abs(g) - step * penalty, 0)
-        t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        new = torch.sign(g) * torch.clamp(g.abs() - step * penalty, min=0)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
         z, s, t = new + (t - 1) / t_next * (new - s), new, t_next
     return s
+
+
+def lasso(target: np.ndarray, dictionary: np.ndarray, penalty: float, iterations: int,
+          start: np.ndarray | None = None) -> np.ndarray:
+    """``fista`` on NumPy arrays (the fit's)."""
+    tensor = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+    return fista(tensor(target), tensor(dictionary), penalty, iterations, tensor(start)).numpy()
 
 
 def lssh_fit(x1: np.ndarray, x2: np.ndarray, c: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -87,18 +95,8 @@ class LSSH(UnifiedCodes, LinearHash):
 
     @torch.no_grad()
     def sparse_codes(self, img: torch.Tensor) -> torch.Tensor:
-        """FISTA over the dictionary for a batch of image features (as ``lasso``, in torch)."""
-        d = self.dictionary
-        gram, corr = d.T @ d, (img - self.mean_img) @ d
-        step = 1 / (2 * torch.linalg.eigvalsh(gram)[-1].clamp_min(1e-12))
-        s = torch.zeros_like(corr)
-        z, t = s.clone(), 1.0
-        for _ in range(self.config["lasso_iterations"]):
-            g = z - step * 2 * (z @ gram - corr)
-            new = torch.sign(g) * torch.clamp(g.abs() - step * self.config["sparsity"], min=0)
-            t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
-            z, s, t = new + (t - 1) / t_next * (new - s), new, t_next
-        return s
+        """The sparse codes of a batch of image features over the dictionary."""
+        return fista(img - self.mean_img, self.dictionary, self.config["sparsity"], self.config["lasso_iterations"])
 
     @torch.no_grad()
     def encode(self, img=None, txt=None):
