@@ -24,10 +24,9 @@ from cfrh.errors import DataError
 from cfrh.fsio import now, sha256_file
 from cfrh_cache.matfile import MatFile
 from cfrh_cache.readers.base import FeatureRows, Source, as_labels, shipped_text
-from cfrh_cache.store import Cache, check_name
+from cfrh_cache.store import NAME, Cache, check_name
 
 log = logging.getLogger(__name__)
-TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 @dataclass
@@ -50,6 +49,12 @@ def split_spec(spec: str) -> tuple[Path, str]:
         file, key = spec.rsplit(":", 1)
         return Path(file), key
     return Path(spec), ""
+
+
+def check_encoder_name(encoder_name: str) -> None:
+    """An imported encoder's name: a plain name (as a cache's), since it names ``image/<name>``."""
+    if not NAME.match(encoder_name):
+        raise DataError(f"--encoder-name {encoder_name!r}: use letters, digits and . _ + - (it names image/<name>)")
 
 
 def load_array(spec: str, side: str = "image") -> Loaded:
@@ -238,8 +243,7 @@ def import_source(name: str, image: str, text: str, labels: str, query: str | No
                   database: str | None = None, train: str | None = None, text_kind: str = "bow",
                   encoder_name: str = "imported") -> Source:
     """A ``Source`` of precomputed arrays, checked across files (rows, values, split rules)."""
-    if not TAG.match(encoder_name):
-        raise DataError(f"--encoder-name {encoder_name!r}: use letters, digits and . _ + - (it names image/<name>)")
+    check_encoder_name(encoder_name)
     if text_kind not in ("bow", "dense"):
         raise DataError(f"--text-kind {text_kind!r}: expected bow or dense")
     check_name(name)
@@ -292,8 +296,7 @@ def add_image_features(cache_path: str | Path, image: str, encoder_name: str) ->
     """Precomputed image features of an existing cache's rows, as one more encoder
     (``image/<name>``) beside the ones stage 1 computed: compared by ``--encoder`` and
     ``make table ENCODERS=…``. The rows must be the cache's rows, in its order."""
-    if not TAG.match(encoder_name):
-        raise DataError(f"--encoder-name {encoder_name!r}: use letters, digits and . _ + - (it names image/<name>)")
+    check_encoder_name(encoder_name)
     cache = Cache.open(cache_path, mode="a")
     n = int(cache.attrs["n"])
     loaded = load_array(image, "image")

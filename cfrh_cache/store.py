@@ -25,7 +25,7 @@ from cfrh.fsio import now
 from cfrh.images import open_rgb
 from cfrh_cache.matfile import MatFile
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a cache's name: one plain folder under the cache root
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a plain name: a cache's folder, an imported encoder's
 
 
 def check_name(name: str) -> str:

@@ -17,16 +17,7 @@ from cfrh_train.config import load
 from cfrh_train.data import choose_encoder, data_inputs, text_input
 from cfrh_train.results import MODEL, inputs, run_dir, same_inputs
 from cfrh_train.train import run
-from cfrh_train.tune import SEARCH, study_dir, tune
-
-
-def _runnable(cache: Cache, method: str) -> bool:
-    """Whether the cache has the text the method needs (UCMFH: text embeddings)."""
-    try:
-        text_input(cache, method, None)
-        return True
-    except ConfigError:
-        return False
+from cfrh_train.tune import has_search_space, study_dir, tune
 
 
 def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds: list[int], cache_dir: str | Path,
@@ -41,24 +32,26 @@ def ensure_runs(datasets: list[str], methods: list[str], bits: list[int], seeds:
     that it can be exported (``make table RERANK=R`` searches the runs' indexes).
     ``tuned``: also rows from each learned method's best config of a study of exactly that many
     trials (``cfrh_train.tune``; run or resumed here), beside the default rows."""
-    counts, told = {"reused": 0, "trained": 0}, set()
+    counts = {"reused": 0, "trained": 0}
+    caches = {d: Cache.open(Path(cache_dir) / d) for d in datasets}
+    texts: dict[tuple[str, str], dict | None] = {}  # the text each method reads; None: it cannot run here
+    for dataset, method in product(datasets, methods):
+        try:
+            dense = text_input(caches[dataset], method, None)
+            texts[dataset, method] = {"text": dense} if dense else {}
+        except ConfigError as exc:  # UCMFH on a cache without text embeddings: no row, and it is said
+            log(f"no {method} rows for {dataset}: {exc}")
+            texts[dataset, method] = None
     total = len(encoders) * len(bits) * len(seeds) * sum(  # run k of N, as the log says
-        1 + bool(tuned and (SEARCH / f"{m}.json").is_file()) for d in datasets for m in methods
-        if _runnable(Cache.open(Path(cache_dir) / d), m))
+        1 + bool(tuned and has_search_space(m)) for (_, m), text in texts.items() if text is not None)
     for dataset in datasets:
-        cache = Cache.open(Path(cache_dir) / dataset)
+        cache = caches[dataset]
         for encoder, method, b in product(encoders, methods, bits):
-            try:
-                dense = text_input(cache, method, None)
-                text = {"text": dense} if dense else {}
-            except ConfigError as exc:  # UCMFH on a cache without text embeddings: no row (said once)
-                said = f"no {method} rows for {dataset}: {exc}"
-                if said not in told:
-                    told.add(said)
-                    log(said)
+            text = texts[dataset, method]
+            if text is None:
                 continue
             variants = [(None, None)]
-            if tuned and (SEARCH / f"{method}.json").is_file():
+            if tuned and has_search_space(method):
                 log(f"tuning {method} on {dataset}, {b} bits: a study of {tuned} trials (resumed where it stopped)")
                 tune(dataset, method, b, tuned, cache_dir, runs_dir, device=device)
                 best = study_dir(runs_dir, dataset, method, b) / "best.json"

@@ -174,7 +174,8 @@ def validate(method, data: CachedData, device, k: int, entry: dict) -> float:
 
 @contextmanager
 def epoch_bar(config: dict, first: int, show: bool):
-    """A progress bar over epochs, counted from 1 as the summary counts them; yields ``update(entry)``."""
+    """A progress bar over epochs, counted from 1 as the summary counts them; yields
+    ``update(entry, score)`` (``score``: the epoch's validation, None where it had none)."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]:.4f} val mAP@%d {task.fields[val]}" % config["topk"]),
                TimeElapsedColumn(), TimeRemainingColumn()]
@@ -182,9 +183,8 @@ def epoch_bar(config: dict, first: int, show: bool):
         task = bar.add_task(f"{config['method']} {config['bits']} bits", total=config["epochs"], loss=0.0, val="–",
                             completed=first)
 
-        def update(entry: dict) -> None:
-            val = (entry["val_i2t"] + entry["val_t2i"]) / 2 if "val_i2t" in entry else None
-            bar.update(task, advance=1, loss=entry["loss"], **({"val": f"{val:.4f}"} if val is not None else {}))
+        def update(entry: dict, score: float | None) -> None:
+            bar.update(task, advance=1, loss=entry["loss"], **({"val": f"{score:.4f}"} if score is not None else {}))
         yield update
 
 
@@ -215,6 +215,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
             for epoch in range(loop.first, config["epochs"]):
                 entry = run_epoch(method, loop, epoch, train_img, train_txt, config)
                 due = (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == config["epochs"]
+                score = None
                 if due:
                     score = validate(method, data, device, config["topk"], entry)
                     loop.consider(score, epoch, method)
@@ -223,7 +224,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
                 loop.history.append(entry)
                 if due:
                     saved.save(loop.snapshot(epoch, method))
-                show(entry)
+                show(entry, score)
         best, history = loop.best, loop.history
     else:  # fitted in one go (closed forms, alternating least squares): scored once on validation
         best["score"] = validate(method, data, device, config["topk"], {})

@@ -43,6 +43,11 @@ class BudgetSpent(Exception):
     """A worker's trial that would go past the budget (parallel workers): dropped, not counted."""
 
 
+def has_search_space(method: str) -> bool:
+    """Whether the method can be tuned without ``--space``: a built-in's file, a user method's attribute."""
+    return bool(plugin(method).space) if is_plugin(method) else (SEARCH / f"{method}.json").is_file()
+
+
 def search_space(method: str, path: str | Path | None = None) -> dict:
     """The method's space: name → {type: float|int|categorical, low, high, log, step, choices}.
 

@@ -118,3 +118,9 @@ def test_a_method_from_one_file_is_tuned_in_its_own_search_space(synth_cache, tm
     assert out.exit_code == 0, out.output
     best = json.loads((tmp_path / "runs" / "tune" / "synth" / "pairedpca" / "8bit" / "best.json").read_text())
     assert set(best) == {"_study", "method", "lr", "balance"} and best["method"] == "pairedpca"
+
+
+def test_a_method_with_its_own_search_space_counts_as_tunable_for_the_table():
+    from cfrh_train.tune import has_search_space
+    name = register(f"{EXAMPLE}:PairedPCA")
+    assert has_search_space(name) and has_search_space("cfrh") and not has_search_space("lsh")
