@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import statistics
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +89,16 @@ def paired_p(best: list[np.ndarray], other: list[np.ndarray]) -> float | None:
 
 def _per_query(run: dict, direction: str, metric: str) -> np.ndarray | None:
     path = Path(run.get("_folder", "")) / "per_query.npz"
-    key = f"{direction}_{metric.replace('map', 'ap')}"
     if not path.is_file():
         return None
+    return _per_query_file(str(path), path.stat().st_mtime_ns).get(f"{direction}_{metric.replace('map', 'ap')}")
+
+
+@lru_cache(maxsize=512)
+def _per_query_file(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
+    """A run's per-query AP, read once however many cells and tests ask (a rewritten file is read again)."""
     with np.load(path) as data:
-        return data[key] if key in data.files else None
+        return {key: data[key] for key in data.files}
 
 
 @dataclass
