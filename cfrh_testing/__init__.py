@@ -64,15 +64,24 @@ def caches(root: Path) -> Path:
     return cache_dir
 
 
-@contextmanager
-def interrupted_after_first_checkpoint():
-    """The first checkpoint written, then the run stops as Ctrl-C would stop it."""
+def stopping_save(n: int, saves: list):
+    """A ``Checkpoint.save`` that writes the checkpoint, notes its epoch in ``saves``, and at the
+    n-th one stops the run as Ctrl-C would (after the file is written)."""
     original = train_module.Checkpoint.save
 
     def save(self, state):
         original(self, state)
-        raise KeyboardInterrupt
-    train_module.Checkpoint.save = save
+        saves.append(state["epoch"])
+        if len(saves) == n:
+            raise KeyboardInterrupt
+    return save
+
+
+@contextmanager
+def interrupted_after_first_checkpoint():
+    """The first checkpoint written, then the run stops as Ctrl-C would stop it."""
+    original = train_module.Checkpoint.save
+    train_module.Checkpoint.save = stopping_save(1, [])
     try:
         yield
     finally:
@@ -81,7 +90,7 @@ def interrupted_after_first_checkpoint():
 
 @contextmanager
 def counting_test_queries(cache: Cache, seen: list):
-    """Every evaluation whose queries are the test queries, as (epoch of the last validation, size)."""
+    """Every evaluation whose queries are the test queries, noted in ``seen`` (its number of queries)."""
     test_rows, original = cache.read("split/query"), train_module.retrieval
 
     def retrieval(method, data, queries, database, *args, **kwargs):

@@ -103,15 +103,10 @@ def exported_run(config, cache_dir, dataset, runs_dir, spec=None):
 
 
 def interrupt_after_checkpoints(monkeypatch, n: int):
-    """Make the n-th checkpoint save end the run (as Ctrl-C would, after the file is written)."""
+    """Make the n-th checkpoint save end the run (as Ctrl-C would, after the file is written);
+    the contract kit's own interruption (``cfrh_testing.stopping_save``)."""
+    from cfrh_testing import stopping_save
     from cfrh_train import train as train_module
-    original, saves = train_module.Checkpoint.save, []
-
-    def save(self, state):
-        original(self, state)
-        saves.append(state["epoch"])
-        if len(saves) == n:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module.Checkpoint, "save", save)
+    saves: list = []
+    monkeypatch.setattr(train_module.Checkpoint, "save", stopping_save(n, saves))
     return saves

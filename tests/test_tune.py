@@ -25,21 +25,13 @@ def tiny_space(tmp_path):
 
 
 @pytest.fixture
-def counting_queries(monkeypatch, synth_cache):
-    """Every retrieval whose queries are the test queries, counted."""
+def counting_queries(synth_cache):
+    """Every retrieval whose queries are the test queries, counted (the contract kit's counter)."""
     from cfrh_cache.store import Cache
-    from cfrh_train import train as train_module
-    test_rows = Cache.open(synth_cache).read("split/query")
-    calls = []
-    original = train_module.retrieval
-
-    def retrieval(method, data, queries, database, *args, **kwargs):
-        if len(queries) == len(test_rows) and np.array_equal(queries, test_rows):
-            calls.append(len(queries))
-        return original(method, data, queries, database, *args, **kwargs)
-
-    monkeypatch.setattr(train_module, "retrieval", retrieval)
-    return calls
+    from cfrh_testing import counting_test_queries
+    calls: list = []
+    with counting_test_queries(Cache.open(synth_cache), calls):
+        yield calls
 
 
 @pytest.mark.slow
