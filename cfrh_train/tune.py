@@ -125,8 +125,9 @@ def study_bar(show: bool, title: str, trials: int):
 
         def update(study) -> None:
             import optuna
-            states = [t.state for t in study.get_trials(deepcopy=False)]
-            values = [t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+            trials_now = study.get_trials(deepcopy=False)
+            states = [t.state for t in trials_now]
+            values = [t.value for t in trials_now if t.state == optuna.trial.TrialState.COMPLETE]
             done = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
             bar.update(task, completed=min(done, trials), pruned=sum(s == optuna.trial.TrialState.PRUNED for s in states),
                        best=f"{max(values):.4f}" if values else "–")

@@ -204,9 +204,10 @@ def read_parquet(root: Path, image_layout: str | None = None, label_field: str |
         group_of = np.repeat(np.arange(meta.num_row_groups), [meta.metadata.row_group(g).num_rows
                                                               for g in range(meta.num_row_groups)])
         values = table.to_pydict()
+        records = values.get("json", [None] * table.num_rows)
         for i in range(table.num_rows):
             key = str(values["key"][i]) if "key" in values else f"row{i}"
-            record = values.get("json", [None] * table.num_rows)[i]
+            record = records[i]
             if label_field and label_field in values:
                 record = json.dumps({label_field: values[label_field][i]})
             samples.append(_sample(shard, key, Place(str(shard.resolve()), key, i, int(group_of[i])),
