@@ -35,6 +35,7 @@ from cfrh_cli.options import (
 
 app = typer.Typer(no_args_is_help=True, help="Stage 1: read a dataset, encode its images once, write the cache.")
 
+
 @app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log what each step reads and decides")] = False,
            version: Version = False) -> None:
