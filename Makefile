@@ -22,7 +22,7 @@ SKIP_TORCH ?= 0
 TEXT_EMBEDDINGS ?= 0
 TEXT_FLAG := $(if $(filter 1,$(TEXT_EMBEDDINGS)),--text-encoder,)
 
-.PHONY: setup features train table tune demo bench test test-fast docs clean-demo
+.PHONY: setup features train table tune demo bench bench-gpu test test-cuda test-fast docs clean-demo
 
 setup: $(VENV)/.installed
 
@@ -89,8 +89,16 @@ bench: setup
 	$(PY) -m pip install -q faiss-cpu || echo "faiss-cpu did not install: the search benchmark runs without it"
 	$(PY) bench/run.py --out bench/results.json $(BENCH_ARGS)
 
+# make bench-gpu [BENCH_ARGS=--dry-run]: bench/results-gpu.json, every GPU path (needs CUDA; --dry-run: toy sizes, any device)
+bench-gpu: setup
+	$(PY) bench/run.py --set gpu --out bench/results-gpu.json $(BENCH_ARGS)
+
 test: setup
 	$(PY) -m pytest -q
+
+# make test-cuda: the tests marked cuda on the GPU; where there is none, their logic on the CPU
+test-cuda: setup
+	$(PY) -m pytest -q -m cuda $$($(PY) -c "import torch; print('' if torch.cuda.is_available() else '--cuda-device cpu')")
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -1,378 +1,121 @@
-"""``make bench``: speed and memory as ratios against a baseline run in the same process.
+"""``make bench`` and ``make bench-gpu``: one driver, two sets of sections.
 
-Writes ``bench/results.json`` and prints a rich table. Targets are reported beside the figures,
-never asserted (shared machines are noisy). Sections:
+- ``--set cpu`` (``cpu.py``, the default): speed and memory on a CPU machine, as ratios against
+  baselines measured in the same run; writes ``bench/results.json``.
+- ``--set gpu`` (``gpu.py``): every GPU path (AMP encoding, training and evaluation on ``cuda``,
+  faiss on the GPU where installed); writes ``bench/results-gpu.json`` with the device named.
+  It refuses to run without a CUDA device, except with ``--dry-run``.
 
-- stage1: images/s of the whole pipeline (read → resize → encode → Zarr) vs the bare encoder
-  forward on the same model, batch and device;
-- eval: all metrics for 2,000 queries × 184,577 items (NUS scale) vs the lineage's per-query
-  ``calculate_top_map`` loop (mAP@50 only) on the same codes, with time and peak memory;
-- search: Hamming top-50 queries/s at 184,577 and 1,000,000 items vs faiss ``IndexBinaryFlat``
-  (when faiss-cpu is installed; it is an optional extra, never required);
-- ann: approximate binary indexes (faiss IVF, HNSW, multi-index hashing; 2–3 settings each) at
-  1 M and 10 M structured 64-bit codes: build time, queries/s and recall@50 against the exact
-  top-50, peak memory, beside our exact search and faiss ``IndexBinaryFlat``;
-- tune: a 10-trial CFRH study at MIRFlickr scale (default search space, pruning): trials/hour;
-- trainer: one epoch of ours vs peer code (per-item DataLoader, dense BoW layer, unfused SGD)
-  on the same model function, and the share of the loop alone;
-- stage2: one training + evaluation at MIRFlickr scale on synthetic tensors, per bit length;
-- shallow: CVH, IMH, CMFH, LSSH fitted and evaluated at MIRFlickr scale, beside LSH.
+``--quick`` runs every section at toy sizes (a few minutes on 2 cores); ``--dry-run`` is the same
+for the GPU set on whatever device there is, so a GPU's minutes go to measuring, not debugging.
+The JSON is rewritten after every row: a run stopped at a time limit keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import os
 import platform
-import resource
+import subprocess
 import sys
-import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
-import numpy as np
+import cpu
+import gpu
 import torch
-from baselines import calculate_top_map, mirflickr_shaped_cache, peer_style, structured_codes
-from rich.console import Console
-from rich.table import Table
+from report import print_table
 
-from cfrh.codes import pack_codes
-from cfrh.encoders import load_encoder
-from cfrh_cache.pipeline import FeatureOptions, build_features
-from cfrh_cache.readers.synth import make_synth
-from cfrh_search import ann
-from cfrh_search.topk import hamming_topk
-from cfrh_train.config import load
-from cfrh_train.methods import build
-from cfrh_train.methods.nets import sgd
-from cfrh_train.metrics import evaluate
-from cfrh_train.train import train
-from cfrh_train.tune import tune
+from cfrh import __version__
+from cfrh.devices import resolve_device
+
+SETS = {"cpu": cpu.sections, "gpu": gpu.sections}
+OUT = {"cpu": "bench/results.json", "gpu": "bench/results-gpu.json"}
 
 
-def bench_eval(bits_list, n_query=2000, n_db=184577, classes=10):
-    rng = np.random.default_rng(0)
-    ql = (rng.random((n_query, classes)) < 0.2).astype(np.uint8)
-    dl = (rng.random((n_db, classes)) < 0.2).astype(np.uint8)
-    rows = []
-    evaluate(np.ones((2, 8)), np.ones((3, 8)), ql[:2], dl[:3])  # imports and JIT compilation out of the timing
-    for bits in bits_list:
-        q = np.where(rng.random((n_query, bits)) < 0.5, -1, 1).astype(np.int8)  # the run folder's codes
-        db = np.where(rng.random((n_db, bits)) < 0.5, -1, 1).astype(np.int8)
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        tracemalloc.start()
-        t = time.perf_counter()
-        ours = evaluate(q, db, ql, dl)
-        ours_s = time.perf_counter() - t
-        peak = tracemalloc.get_traced_memory()[1]  # numpy's allocations; the kernel adds 3 bytes × items per thread
-        tracemalloc.stop()
-        rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-        qf, dbf = q.astype(np.float32), db.astype(np.float32)  # as the lineage holds them (int8 would overflow)
-        t = time.perf_counter()
-        ref = calculate_top_map(qf, dbf, ql.astype(np.float32), dl.astype(np.float32), 50)
-        ref_s = time.perf_counter() - t
-        rows.append({"bits": bits, "ours_all_metrics_s": round(ours_s, 3), "ours_peak_mb": round(peak / 2**20, 1),
-                     "peak_rss_growth_mb": round(rss_growth, 1),
-                     "lineage_map50_loop_s": round(ref_s, 3), "speedup": round(ref_s / ours_s, 2),
-                     "map50_ours": ours["map@50"], "map50_lineage_unstable_ties": ref,
-                     "target": "<= 0.5 s and <= 1 GB per direction"})
-    return rows
-
-
-def bench_search(sizes=(184577, 1_000_000), bits_list=(32, 64, 128), n_query=1000, k=50, repeats=3):
-    """Hamming top-k queries/s over packed codes, ours vs faiss ``IndexBinaryFlat`` when installed
-    (best of ``repeats`` interleaved runs each)."""
+def machine(device: str) -> dict:
+    """What the figures were measured on, and with which code."""
+    dev = resolve_device(device)
     try:
-        import faiss
-    except ImportError:
-        faiss = None
-    rng = np.random.default_rng(1)
-    rows = []
-    hamming_topk(pack_codes(np.ones((1, 8))), pack_codes(np.ones((3, 8))), 8, 2)  # JIT out of the timing
-    for n in sizes:
-        for bits in bits_list:
-            db_bits = rng.random((n, bits)) < 0.5
-            q_bits = rng.random((n_query, bits)) < 0.5
-            db, q = pack_codes(np.where(db_bits, 1, -1)), pack_codes(np.where(q_bits, 1, -1))
-            if faiss is not None:
-                index = faiss.IndexBinaryFlat(bits)
-                index.add(np.packbits(db_bits, axis=1))
-                q_bytes = np.packbits(q_bits, axis=1)
-            ours_s = faiss_s = float("inf")
-            for _ in range(repeats):  # interleaved, best of each: a shared machine's noise hits both alike
-                t = time.perf_counter()
-                _, dists = hamming_topk(q, db, bits, k)
-                ours_s = min(ours_s, time.perf_counter() - t)
-                if faiss is not None:
-                    t = time.perf_counter()
-                    f_dist, _ = index.search(q_bytes, k)
-                    faiss_s = min(faiss_s, time.perf_counter() - t)
-            row = {"items": n, "bits": bits, "queries": n_query, "k": k, "repeats": repeats,
-                   "ours_queries_per_s": round(n_query / ours_s, 1)}
-            if faiss is not None:
-                row.update(faiss_queries_per_s=round(n_query / faiss_s, 1), ratio_ours_to_faiss=round(faiss_s / ours_s, 3),
-                           same_distances=bool(np.array_equal(np.sort(f_dist, 1), dists)))
-            else:
-                row["faiss"] = "faiss-cpu not installed (optional: pip install faiss-cpu)"
-            rows.append(row)
-    return rows
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except OSError:
+        commit = None
+    commit = commit or os.environ.get("CFRH_COMMIT")  # a copy of the tree without its .git (a lent GPU machine)
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": platform.python_version(),
+            "torch": torch.__version__, "cfrh": __version__, "commit": commit, "cpu_cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"}
 
 
-def bench_ann(sizes=(1_000_000, 10_000_000), bits=64, n_query=500, k=50, centres=4000, flip=0.1):
-    """Queries/s and recall@50 (by distance: items as near as the exact 50th) of each index."""
-    try:
-        import faiss
-    except ImportError:
-        return [{"ann": "faiss-cpu not installed (optional: pip install 'cfrh[ann]')"}]
-    hamming_topk(pack_codes(np.ones((1, 8))), pack_codes(np.ones((3, 8))), 8, 2)  # JIT out of the timing
-    settings = {"ivf": [{"nprobe": 4}, {"nprobe": 16}, {"nprobe": 64}],
-                "hnsw": [{"ef_search": 32}, {"ef_search": 128}],
-                "mih": [{"nflip": 1}, {"nflip": 2}]}
-    rows = []
-    rng = np.random.default_rng(3)
-    for n in sizes:
-        codes = structured_codes(n + n_query, bits, centres, flip, rng)
-        words, q = pack_codes(codes[:n]), pack_codes(codes[n:])
-        del codes
-        t = time.perf_counter()
-        _, exact_d = hamming_topk(q, words, bits, k)
-        exact_s = time.perf_counter() - t
-        flat = faiss.IndexBinaryFlat(bits)
-        flat.add(ann.as_bytes(words))
-        t = time.perf_counter()
-        flat.search(ann.as_bytes(q), k)
-        flat_s = time.perf_counter() - t
-        base = {"items": n, "bits": bits, "queries": n_query, "k": k, "centres": centres, "bit_noise": flip,
-                "exact_ours_queries_per_s": round(n_query / exact_s, 1),
-                "faiss_flat_queries_per_s": round(n_query / flat_s, 1)}
-        del flat
-        for kind, variants in settings.items():
-            params = ann.defaults(kind, n, bits)
-            t = time.perf_counter()
-            index = ann.build(words, kind, params)
-            build_s = time.perf_counter() - t
-            for variant in variants:
-                ann.configure(index, kind, {**params, **variant})
-                t = time.perf_counter()
-                ids, dists = ann.search([(0, index)], q, k)
-                search_s = time.perf_counter() - t
-                hits = np.minimum(k, ((dists <= exact_d[:, -1:]) & (ids >= 0)).sum(1))
-                rows.append({**base, "index": kind, "params": {**params, **variant}, "build_s": round(build_s, 1),
-                             "queries_per_s": round(n_query / search_s, 1),
-                             "recall@50": round(float(hits.mean() / k), 4),
-                             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # the 10 M rows take long
-            del index
-    return rows
+class Results:
+    """The results file, rewritten whole (temp file, rename) after every row."""
+
+    def __init__(self, path: Path, head: dict):
+        self.path, self.data = path, head
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.save()
+
+    def put(self, section: str, value) -> None:
+        """A section's whole result (its rows, or its one record)."""
+        self.data[section] = value
+        self.save()
+
+    def append(self, section: str, row: dict) -> None:
+        """One row of a section that yields its rows as it measures them."""
+        self.data.setdefault(section, []).append(row)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
 
 
-def bench_trainer(n=5000, dim=512, vocab=1386, bits=32, words=10):
-    """One CFRH epoch (default config, MIRFlickr shapes) three ways, same model function and loss:
-    ours; our loop on peer-style layers (dense BoW product, unfused SGD); and peer code (that,
-    fed by a per-item DataLoader). Ratios: whole (peer / ours) and loop only."""
-    rng = np.random.default_rng(0)
-    img = torch.from_numpy(rng.normal(size=(n, dim)).astype(np.float32))
-    txt = torch.from_numpy((rng.random((n, vocab)) < words / vocab).astype(np.float32))
-    config = load("mirflickr", overrides={"bits": bits, "device": "cpu"})
-
-    def epoch(batches, peer: bool):
-        torch.manual_seed(0)
-        method = build("cfrh", config, dim, vocab)
-        if peer:
-            method = peer_style(method)
-        method.fit(img, txt)
-        method.set_epoch(0)
-        optimizer = sgd(method.image, method.text, config, fused=not peer)
-        t = time.perf_counter()
-        for bi, bt in batches():
-            terms = method.loss(bi, bt)
-            optimizer.zero_grad()
-            terms["loss"].backward()
-            optimizer.step()
-        return time.perf_counter() - t
-
-    bs = config["batch_size"]
-
-    def ours():
-        order = torch.randperm(n)
-        for s in range(n // bs):
-            idx = order[s * bs:(s + 1) * bs]
-            yield img[idx], txt[idx]
-
-    class Items(torch.utils.data.Dataset):
-        def __len__(self):
-            return n
-
-        def __getitem__(self, i):
-            return img[i].clone(), txt[i].clone()
-
-    def per_item():
-        yield from torch.utils.data.DataLoader(Items(), batch_size=bs, shuffle=True, drop_last=True)
-
-    runs = {"ours": lambda: epoch(ours, False), "peer_layers": lambda: epoch(ours, True),
-            "peer": lambda: epoch(per_item, True)}
-    best = {name: float("inf") for name in runs}
-    for _ in range(2):  # alternate, keep the best of each: less noise
-        for name, run in runs.items():
-            best[name] = min(best[name], run())
-    return {"n_train": n, "batch_size": bs, "words_per_text": words, "ours_epoch_s": round(best["ours"], 3),
-            "peer_layers_epoch_s": round(best["peer_layers"], 3), "peer_epoch_s": round(best["peer"], 3),
-            "speedup": round(best["peer"] / best["ours"], 2),
-            "speedup_loop_only": round(best["peer"] / best["peer_layers"], 2)}
-
-
-def bench_tune(trials: int = 10):
-    """A study of CFRH at MIRFlickr scale (its default search space, pruning on): trials per hour."""
-    with tempfile.TemporaryDirectory() as tmp:
-        mirflickr_shaped_cache(Path(tmp))
-        t = time.perf_counter()
-        summary = tune("mirflickr", "cfrh", 32, trials, tmp, Path(tmp) / "runs", seed=0, device="cpu")
-        wall = time.perf_counter() - t
-    return {"method": "cfrh", "bits": 32, "trials": summary["trials"], "pruned": summary["pruned"],
-            "wall_s": round(wall, 1), "trials_per_hour": round(3600 * summary["trials"] / wall, 1),
-            "best_val_map": round(summary["best_val_map"], 4), "default_val_map": summary["default_val_map"],
-            "target": ">= 30 trials in well under an hour on 2 CPU cores"}
-
-
-def bench_stage2(bits_list, epochs=None):
-    """Train + evaluate at MIRFlickr scale (20,015 rows: 5,000 train, 18,015 database, 2,000 queries)."""
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        image, text = mirflickr_shaped_cache(Path(tmp))
-        # the paper-family default, and a lighter variant (CCAH's 1,024-wide layers, CAGAN's 20 epochs):
-        # the FLOPs of an epoch are set by the layer widths, not by our loop
-        variants = {"default": {}, "hidden 1024": {"hidden": 1024, "epochs": 20}}
-        for (name, variant), bits in ((v, b) for v in variants.items() for b in bits_list):
-            overrides = {"bits": bits, "device": "cpu", **variant, **({"epochs": epochs} if epochs else {})}
-            config = load("mirflickr", overrides=overrides)
-            t = time.perf_counter()
-            out = train(config, tmp, "mirflickr", progress=False)
-            wall = time.perf_counter() - t
-            r = out["result"]
-            rows.append({"config": name, "hidden": config["hidden"], "bits": bits, "epochs": config["epochs"],
-                         "batch_size": config["batch_size"], "words_per_text": round(float(text.sum(1).mean()), 1),
-                         "wall_s": round(wall, 2),
-                         "train_s": r["timing"]["train_s"], "eval_s": r["timing"]["eval_s"],
-                         "map50_i2t": r["metrics"]["i2t"]["map@50"], "map50_t2i": r["metrics"]["t2i"]["map@50"],
-                         "target": "<= 30 s on 2 CPU cores"})
-    return rows
-
-
-def bench_shallow(bits: int = 32, methods=("cvh", "imh", "cmfh", "lssh", "lsh")):
-    """The shallow baselines at MIRFlickr scale: fit on 5,000 training rows and evaluate, beside LSH."""
-    with tempfile.TemporaryDirectory() as tmp:
-        mirflickr_shaped_cache(Path(tmp))
-        rows = []
-        for method in methods:
-            out = train(load("mirflickr", overrides={"method": method, "bits": bits, "device": "cpu"}), tmp,
-                        "mirflickr", progress=False)
-            r = out["result"]
-            rows.append({"method": method, "bits": bits, "fit_s": r["timing"]["train_s"], "eval_s": r["timing"]["eval_s"],
-                         "map50": [r["metrics"][d]["map@50"] for d in ("i2t", "t2i")], "target": "seconds"})
-    return rows
-
-
-def bench_stage1(model: str, n: int, batch: int, workers: int):
-    """Pipeline images/s vs bare forward on the same model, batch and device."""
-    with tempfile.TemporaryDirectory() as tmp:
-        data = make_synth(Path(tmp) / "d", n=n, n_labels=8, seed=0)
-        encoder = load_encoder(model, "none", "auto", 0)
-        pixels = torch.randint(0, 255, (batch, 3, *encoder.size), dtype=torch.uint8)
-        encoder(pixels[:2])  # warm-up
-        t = time.perf_counter()
-        for _ in range(max(1, n // batch)):
-            encoder(pixels)
-        bare = max(1, n // batch) * batch / (time.perf_counter() - t)
-        report = build_features("synth", data, Path(tmp) / "c", FeatureOptions(model=model, pretrained="none",
-                                                                           batch_size=batch, workers=workers,
-                                                                           progress=False))
-        stats = report.stats.as_dict()
-    return {"model": model, "device": str(encoder.device), "images": n, "batch": batch, "workers": workers,
-            "bare_forward_img_s": round(bare, 2), "pipeline_img_s": stats["images_per_s"],
-            "ratio": round(stats["images_per_s"] / bare, 3), "share": stats["share"],
-            "target": ">= 0.9 on a GPU; reader share small on CPU"}
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--set", choices=list(SETS), default="cpu", help="which sections: cpu (default) or gpu")
+    parser.add_argument("--out", default=None, help="the JSON file (default: bench/results.json, or "
+                                                    "bench/results-gpu.json for --set gpu)")
+    parser.add_argument("--quick", action="store_true", help="every section at toy sizes: a smoke run")
+    parser.add_argument("--dry-run", action="store_true", help="--quick on whatever device there is (for --set gpu "
+                                                               "on a CPU: checks the script before a GPU runs it)")
+    parser.add_argument("--only", default="", help="run only these sections (space-separated), e.g. 'search ann'")
+    parser.add_argument("--device", default="auto", help="the GPU set's device (default auto)")
     parser.add_argument("--bits", default="16 32 64 128")
     parser.add_argument("--train-bits", default="16 32 64 128")
-    parser.add_argument("--model", default="ViT-B-32")
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every section")
-    parser.add_argument("--only", default="", help="run only these sections (space-separated), e.g. 'search ann'")
-    args = parser.parse_args()
-    bits = [int(b) for b in args.bits.split()]
-    train_bits = [int(b) for b in args.train_bits.split()]
-    console = Console()
-    results = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
-    quick = {"eval": lambda: bench_eval(bits[:1], n_query=200, n_db=20000),
-             "search": lambda: bench_search(sizes=(20000,), bits_list=(32,), n_query=100),
-             "ann": lambda: bench_ann(sizes=(50_000,), n_query=100, centres=200),
-             "tune": lambda: bench_tune(trials=2),
-             "trainer": lambda: bench_trainer(n=1000),
-             "stage2": lambda: bench_stage2(train_bits[:1], epochs=2),
-             "shallow": lambda: bench_shallow(methods=("cvh", "cmfh")),
-             "stage1": lambda: bench_stage1("cfrh-tiny-vit", 128, 32, args.workers)}
-    full = {"eval": lambda: bench_eval(bits),
-            "search": bench_search,
-            "ann": bench_ann,
-            "tune": bench_tune,
-            "trainer": bench_trainer,
-            "stage2": lambda: bench_stage2(train_bits),
-            "shallow": bench_shallow,
-            "stage1": lambda: bench_stage1(args.model, args.images, args.batch, args.workers)}
-    only = args.only.split() if args.only else list(full)
-    unknown = sorted(set(only) - set(full))
+    parser.add_argument("--model", default="ViT-B-32", help="the CPU set's stage 1 model")
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+    args.toy = args.quick or args.dry_run
+    if args.set == "gpu" and not args.dry_run and resolve_device(args.device).type != "cuda":
+        parser.error(f"--set gpu measures a CUDA device and torch {torch.__version__} sees none here; "
+                     "run `bench/run.py --set gpu --dry-run` to check the script on this machine")
+    sections = SETS[args.set](args)
+    only = args.only.split() if args.only else list(sections)
+    unknown = sorted(set(only) - set(sections))
     if unknown:
-        parser.error(f"--only: unknown section(s) {', '.join(unknown)}; the sections are {' '.join(full)}")
-    for section in only:
-        results[section] = (quick if args.quick else full)[section]()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    table = Table("section", "figure", "baseline", "ratio", "target")
-    for r in results.get("eval", []):
-        table.add_row(f"eval {r['bits']} bits", f"{r['ours_all_metrics_s']} s, {r['ours_peak_mb']} MB",
-                      f"{r['lineage_map50_loop_s']} s (loop, mAP@50 only)", f"{r['speedup']}×", r["target"])
-    for r in results.get("search", []):
-        faiss_s = f"{r['faiss_queries_per_s']} q/s (faiss IndexBinaryFlat)" if "faiss_queries_per_s" in r else r["faiss"]
-        table.add_row(f"search {r['items']:,} × {r['bits']} bits, top-{r['k']}", f"{r['ours_queries_per_s']} q/s",
-                      faiss_s, f"{r.get('ratio_ours_to_faiss', '–')}", "")
-    for r in results.get("ann", []):
-        if "index" not in r:
-            table.add_row("ann", r["ann"], "", "", "")
-            continue
-        setting = ", ".join(f"{k}={v}" for k, v in r["params"].items())
-        table.add_row(f"ann {r['index']} ({setting}), {r['items']:,} × {r['bits']} bits",
-                      f"{r['queries_per_s']} q/s, recall@50 {r['recall@50']}, build {r['build_s']} s",
-                      f"exact {r['exact_ours_queries_per_s']} q/s, faiss flat {r['faiss_flat_queries_per_s']} q/s",
-                      f"{round(r['queries_per_s'] / r['exact_ours_queries_per_s'], 1)}×", f"peak {r['peak_rss_mb']} MB")
-    if "tune" in results:
-        tu = results["tune"]
-        table.add_row(f"tune {tu['method']} {tu['bits']} bits, MIRFlickr shapes", f"{tu['trials_per_hour']} trials/hour",
-                      f"{tu['trials']} trials ({tu['pruned']} pruned) in {tu['wall_s']} s", "", tu["target"])
-    if "trainer" in results:
-        t = results["trainer"]
-        table.add_row("trainer epoch", f"{t['ours_epoch_s']} s",
-                      f"{t['peer_epoch_s']} s (peer: dense BoW layer, unfused SGD, per-item loader)",
-                      f"{t['speedup']}× ({t['speedup_loop_only']}× from the loader alone)", "")
-    for r in results.get("stage2", []):
-        table.add_row(f"stage 2, {r['bits']} bits, {r['config']}", f"{r['wall_s']} s ({r['epochs']} epochs)",
-                      f"mAP@50 {r['map50_i2t']:.3f} / {r['map50_t2i']:.3f}", "", r["target"])
-    for r in results.get("shallow", []):
-        table.add_row(f"shallow {r['method']}, {r['bits']} bits, MIRFlickr shapes", f"fit {r['fit_s']} s",
-                      f"eval {r['eval_s']} s, mAP@50 {r['map50'][0]:.3f} / {r['map50'][1]:.3f}", "", r["target"])
-    if "stage1" in results:
-        s = results["stage1"]
-        table.add_row(f"stage 1 {s['model']} ({s['device']})", f"{s['pipeline_img_s']} img/s",
-                      f"{s['bare_forward_img_s']} img/s (bare)", f"{s['ratio']}", s["target"])
-    console.print(table)
-    console.print(f"written: {args.out}")
+        parser.error(f"--only: unknown section(s) {', '.join(unknown)}; the {args.set} sections are "
+                     f"{' '.join(sections)}")
+    head = {"set": args.set, "sizes": "toy" if args.toy else "full", "machine": machine(args.device)}
+    results = Results(Path(args.out or OUT[args.set]), head)
+    for name in only:
+        t = time.perf_counter()
+        made = sections[name]()
+        if inspect.isgenerator(made):
+            for row in made:
+                results.append(name, row)
+                print(json.dumps({name: row}), file=sys.stderr, flush=True)
+        else:
+            results.put(name, made)
+        results.data.setdefault("section_s", {})[name] = round(time.perf_counter() - t, 1)
+        results.save()
+    print_table(results.data)
+    print(f"written: {results.path}")
 
 
 if __name__ == "__main__":

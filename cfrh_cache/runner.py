@@ -29,14 +29,19 @@ class EncodeStats:
     write_s: float = 0.0
     wall_s: float = 0.0
     skipped: bool = False
+    first_batch_s: float = 0.0  # the first batch, whole: worker start-up, first kernels
+    first_batch: int = 0  # its rows
 
     def as_dict(self) -> dict:
         rate = self.images / self.wall_s if self.wall_s else 0.0
+        rest_s = self.wall_s - self.first_batch_s
+        steady = (self.images - self.first_batch) / rest_s if rest_s > 0 and self.images > self.first_batch else rate
         shares = {k: round(getattr(self, k) / self.wall_s, 3) if self.wall_s else 0.0
                   for k in ("read_s", "encode_s", "write_s")}
         return {"images": self.images, "images_per_s": round(rate, 2), "wall_s": round(self.wall_s, 3),
                 "read_s": round(self.read_s, 3), "encode_s": round(self.encode_s, 3),
-                "write_s": round(self.write_s, 3), "share": shares, "skipped": self.skipped}
+                "write_s": round(self.write_s, 3), "share": shares, "first_batch_s": round(self.first_batch_s, 3),
+                "steady_images_per_s": round(steady, 2), "skipped": self.skipped}
 
 
 class RateColumn(ProgressColumn):
@@ -135,6 +140,8 @@ def run_chunks(target: ChunkedArray, plan: list[tuple[int, int, int]], reader, m
             stats.encode_s += t2 - t1
             stats.write_s += t3 - t2
             stats.images += len(batch)
+            if not stats.first_batch:
+                stats.first_batch, stats.first_batch_s = len(batch), t3 - t
             bar.advance(task, len(batch))
     stats.wall_s = time.perf_counter() - t0
     return stats

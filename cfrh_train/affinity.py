@@ -119,7 +119,7 @@ def knn_graph(img: torch.Tensor, txt: torch.Tensor, w_txt: float, k: int, chunk:
     for start in range(0, n, chunk):
         rows = torch.arange(start, min(start + chunk, n), device=img.device)
         s = (1 - w_txt) * zi[rows] @ zi.T + w_txt * zt[rows] @ zt.T
-        s[torch.arange(rows.numel()), rows] = -float("inf")  # an item is not its own neighbour
+        s[torch.arange(rows.numel(), device=s.device), rows] = -float("inf")  # an item is not its own neighbour
         w, idx = s.topk(k, dim=1)
         w = w.clamp(min=0)
         w = torch.where(w.sum(1, keepdim=True) > 0, w / w.sum(1, keepdim=True).clamp(min=1e-12), 1.0 / k)

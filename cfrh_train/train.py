@@ -80,10 +80,12 @@ class Checkpoint:
     def __init__(self, path: str | Path | None, wanted: dict):
         self.path, self.wanted = (Path(path) if path else None), wanted
 
-    def load(self, device) -> dict | None:
+    def load(self) -> dict | None:
+        """The state on the host: the RNG states must stay there, and the model's and optimiser's
+        tensors go to their parameters' device as they are loaded."""
         if self.path is None or not self.path.is_file():
             return None
-        state = torch.load(self.path, map_location=device, weights_only=False)
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
         if state.get("inputs") != self.wanted:
             log.warning("%s: not resumed, it was made from other inputs (%s)", self.path,
                         first_difference(state.get("inputs") or {}, self.wanted))
@@ -124,12 +126,15 @@ class Loop:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])  # methods that draw (UCCH's negatives) go on identically
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])  # dropout on the GPU draws from these
         self.best, self.history, self.first = state["best"], state["history"], state["epoch"] + 1
 
     def snapshot(self, epoch: int, method) -> dict:
         return {"epoch": epoch, "model": method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
                 "best": self.best, "history": self.history}
 
     def consider(self, score: float, epoch: int, method) -> None:
@@ -210,7 +215,7 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     best, history = {"score": -1.0, "epoch": None, "state": None}, []
     if method.trainable:
         loop, saved = Loop(method, config), Checkpoint(checkpoint, inputs(config, data.inputs))
-        loop.resume(saved.load(device), method)
+        loop.resume(saved.load(), method)
         with epoch_bar(config, loop.first, progress) as show:
             for epoch in range(loop.first, config["epochs"]):
                 entry = run_epoch(method, loop, epoch, train_img, train_txt, config)

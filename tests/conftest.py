@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cfrh_cache.pipeline import FeatureOptions, build_features
 from cfrh_cache.readers.synth import make_synth, write_mat5
@@ -18,6 +19,22 @@ TINY = dict(model="cfrh-tiny-vit", pretrained="none", workers=0, batch_size=16, 
 def features(dataset, root, cache_dir, max_chunks=None, **options):
     """Stage 1 with the tiny random encoder (``options`` override TINY's)."""
     return build_features(dataset, root, cache_dir, FeatureOptions(**{**TINY, **options}), max_chunks=max_chunks)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cuda-device", default="cuda",
+                     help="the device of the tests marked cuda (default cuda: skipped where torch sees none; "
+                          "cpu: runs them on the CPU, to check the tests themselves before a GPU runs them)")
+
+
+@pytest.fixture(scope="session")
+def cuda_device(request) -> str:
+    """The device of the ``cuda`` tests; they skip where it is CUDA and torch sees no GPU."""
+    device = request.config.getoption("--cuda-device")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"no CUDA device (torch {torch.__version__}); `pytest -m cuda --cuda-device cpu` checks "
+                    "these tests on the CPU")
+    return device
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,207 @@
+"""``make bench-gpu``: the machine our users train on. Every section yields its rows one at a
+time (``run.py`` writes the JSON after each, so a run cut short keeps what it measured):
+
+- stage1: the stage 1 pipeline (read → resize → encode under AMP → Zarr) in images/s against
+  the bare encoder forward on the same batches, from JPEG files (DataLoader workers decoding)
+  and from an ``IAll`` array, with the shares of reading, encoding and writing;
+- stage2: every method at MIRFlickr shapes, 32 bits: one epoch (a one-epoch run) and one whole
+  default run; from those, the cost of the default table and of a 30-trial study per method;
+- eval: all metrics at NUS-WIDE scale with our CPU kernel, against mAP@50 alone ranked on the
+  GPU (``baselines.torch_map_at_k``), with both values (they must agree);
+- search: our exact Hamming top-50 on the CPU against faiss's GPU binary index, where a faiss
+  with GPU support is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from baselines import mirflickr_shaped_cache, tiled_synth, torch_map_at_k
+
+from cfrh.codes import pack_codes
+from cfrh.devices import resolve_device
+from cfrh.encoders import load_encoder
+from cfrh_cache.loader import batch_loader
+from cfrh_cache.pipeline import FeatureOptions, build_features
+from cfrh_cache.readers import read_dataset
+from cfrh_search.topk import hamming_topk
+from cfrh_train.config import load
+from cfrh_train.methods import TABLE_METHODS, method_class
+from cfrh_train.metrics import evaluate
+from cfrh_train.train import train
+
+TABLE_BITS, TABLE_SEEDS, STUDY_TRIALS = (16, 32, 64, 128), 3, 30
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_gb(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+
+
+def stage1(models, n: int, base: int, size: int, batch: int, workers: int, device: str):
+    """Per model and image form: pipeline images/s against the bare forward on the same batches."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        data = tiled_synth(Path(tmp), n, base, size)
+        made_s = time.perf_counter() - t
+        for model in models:
+            for reader, form in (("manifest", "JPEG files"), ("synth", "IAll array (HDF5, uncompressed)")):
+                row = stage1_row(model, reader, data, Path(tmp) / f"cache-{model}-{reader}", batch, workers, device)
+                yield {"model": model, "images_from": form, "data_made_s": round(made_s, 1), **row}
+
+
+def stage1_row(model: str, reader: str, data: Path, cache_dir: Path, batch: int, workers: int, device: str) -> dict:
+    encoder = load_encoder(model, "none", device, 0)
+    source = read_dataset(reader, data)
+    ranges = [(s, min(s + batch, source.n)) for s in range(0, source.n, batch)]
+    batches = list(batch_loader(source.images, ranges, encoder, workers))  # the batches the pipeline will encode
+    encoder(batches[0])  # kernels chosen and compiled out of the timing
+    if encoder.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(encoder.device)
+    t = time.perf_counter()
+    for pixels in batches:
+        encoder(pixels)  # returns host features: the device is synchronised
+    bare = source.n / (time.perf_counter() - t)
+    peak = _peak_gb(encoder.device)
+    del batches, encoder
+    t = time.perf_counter()
+    report = build_features(reader, data, cache_dir, FeatureOptions(model=model, pretrained="none", batch_size=batch,
+                                                                    workers=workers, device=device, progress=False))
+    whole_s = time.perf_counter() - t
+    stats = report.stats.as_dict()
+    return {"device": str(resolve_device(device)), "amp": resolve_device(device).type == "cuda", "images": source.n,
+            "batch": batch, "workers": workers, "bare_forward_img_s": round(bare, 1),
+            "pipeline_img_s": stats["images_per_s"], "pipeline_steady_img_s": stats["steady_images_per_s"],
+            "ratio": round(stats["images_per_s"] / bare, 3), "ratio_steady": round(stats["steady_images_per_s"] / bare, 3),
+            "first_batch_s": stats["first_batch_s"], "share": stats["share"], "whole_stage1_s": round(whole_s, 2),
+            "peak_gpu_gb": peak, "target": ">= 0.9 of the bare forward"}
+
+
+def stage2(methods, n: int, bits: int, device: str, epochs: int | None = None):
+    """Per method: a one-epoch run and the whole default run (``epochs``: a shorter "whole" run,
+    for the dry run); then the cost of a default table and of a study, from those."""
+    dev = resolve_device(device)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        mirflickr_shaped_cache(Path(tmp), n)
+        run = lambda **over: train(load("mirflickr", overrides={"bits": bits, "device": device, **over}), tmp,
+                                   "mirflickr", progress=False)
+        run(method="cfrh", epochs=1, eval_every=1)  # CUDA context, cuBLAS and allocator warm-up, not measured
+        for method in methods:
+            trainable = method_class(method).trainable
+            one = run(method=method, epochs=1, eval_every=1)["result"] if trainable else None
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            t = time.perf_counter()
+            whole = run(method=method, **({"epochs": epochs} if epochs and trainable else {}))["result"]
+            wall = time.perf_counter() - t
+            cfg = whole["config"]
+            rows.append({"method": method, "bits": bits, "device": str(dev), "trainable": trainable,
+                         "epochs": cfg["epochs"] if trainable else None, "batch_size": cfg["batch_size"],
+                         "n_train": whole["protocol"]["n_train"], "n_query": whole["protocol"]["n_query"],
+                         "n_database": whole["protocol"]["n_database"],
+                         "one_epoch_run_s": one["timing"]["train_s"] if one else None,
+                         "whole_run_s": round(wall, 2), "train_s": whole["timing"]["train_s"],
+                         "eval_s": whole["timing"]["eval_s"], "peak_gpu_gb": _peak_gb(dev),
+                         "map50": [whole["metrics"][d]["map@50"] for d in ("i2t", "t2i")]})
+            yield rows[-1]
+    yield costs(rows)
+
+
+def costs(rows: list[dict]) -> dict:
+    """A default table (every method × 4 code lengths × 3 seeds) and a 30-trial study per method,
+    from the measured 32-bit runs: a run costs about the same at every code length (the code layer
+    is a small part of the work), and a trial at most a run without its test evaluation (pruning
+    stops some early)."""
+    runs = len(TABLE_BITS) * TABLE_SEEDS
+    study = {r["method"]: round(STUDY_TRIALS * r["train_s"] / 60, 1) for r in rows}
+    return {"summary": True, "methods": [r["method"] for r in rows],
+            "table_runs": runs * len(rows), "table_minutes": round(runs * sum(r["whole_run_s"] for r in rows) / 60, 1),
+            "study_trials": STUDY_TRIALS, "study_minutes_per_method": study,
+            "studies_minutes_all_methods": round(sum(study.values()), 1),
+            "assumes": "cost independent of the code length; a trial costs at most a run's training"}
+
+
+def evaluation(bits_list, n_query: int, n_db: int, device: str, classes: int = 21):
+    """All metrics on the CPU kernel vs mAP@50 ranked on the device, on the same codes (best of 2)."""
+    rng = np.random.default_rng(0)
+    ql = (rng.random((n_query, classes)) < 0.2).astype(np.uint8)
+    dl = (rng.random((n_db, classes)) < 0.2).astype(np.uint8)
+    warm_q, warm_db = np.ones((2, 8), np.int8), np.ones((300, 8), np.int8)
+    evaluate(warm_q, warm_db, ql[:2], dl[:300])  # numba's compilation out of the timing
+    torch_map_at_k(warm_q, warm_db, ql[:2], dl[:300], 50, device)
+    for bits in bits_list:
+        q = np.where(rng.random((n_query, bits)) < 0.5, -1, 1).astype(np.int8)
+        db = np.where(rng.random((n_db, bits)) < 0.5, -1, 1).astype(np.int8)
+        cpu_s = gpu_s = float("inf")
+        for _ in range(2):
+            t = time.perf_counter()
+            ours = evaluate(q, db, ql, dl)
+            cpu_s = min(cpu_s, time.perf_counter() - t)
+            t = time.perf_counter()
+            theirs = torch_map_at_k(q, db, ql, dl, 50, device)
+            gpu_s = min(gpu_s, time.perf_counter() - t)
+        yield {"bits": bits, "queries": n_query, "items": n_db, "cpu_threads": os.cpu_count(),
+               "ours_cpu_all_metrics_s": round(cpu_s, 3), "device": str(resolve_device(device)),
+               "device_map50_only_s": round(gpu_s, 3), "ratio_device_to_ours": round(cpu_s / gpu_s, 2),
+               "map50_ours": ours["map@50"], "map50_device": theirs,
+               "agree": bool(abs(ours["map@50"] - theirs) < 1e-9)}
+
+
+def search(n: int, bits_list, n_query: int, k: int = 50):
+    """Our exact top-k (CPU, all cores) against faiss ``GpuIndexBinaryFlat`` where installed."""
+    try:
+        import faiss
+        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    except ImportError:
+        faiss, gpus = None, 0
+    rng = np.random.default_rng(1)
+    hamming_topk(pack_codes(np.ones((1, 8))), pack_codes(np.ones((3, 8))), 8, 2)  # JIT out of the timing
+    for bits in bits_list:
+        db_bits, q_bits = rng.random((n, bits)) < 0.5, rng.random((n_query, bits)) < 0.5
+        db, q = pack_codes(np.where(db_bits, 1, -1)), pack_codes(np.where(q_bits, 1, -1))
+        ours_s = float("inf")
+        for _ in range(2):
+            t = time.perf_counter()
+            _, dists = hamming_topk(q, db, bits, k)
+            ours_s = min(ours_s, time.perf_counter() - t)
+        row = {"items": n, "bits": bits, "queries": n_query, "k": k, "ours_cpu_queries_per_s": round(n_query / ours_s, 1)}
+        if gpus:
+            index = faiss.GpuIndexBinaryFlat(faiss.StandardGpuResources(), bits)
+            index.add(np.packbits(db_bits, axis=1))
+            q_bytes = np.packbits(q_bits, axis=1)
+            index.search(q_bytes[:10], k)
+            t = time.perf_counter()
+            f_dist, _ = index.search(q_bytes, k)
+            faiss_s = time.perf_counter() - t
+            row.update(faiss_gpu_queries_per_s=round(n_query / faiss_s, 1), ratio_ours_to_faiss_gpu=round(faiss_s / ours_s, 3),
+                       same_distances=bool(np.array_equal(np.sort(f_dist, 1), dists)))
+        else:
+            row["faiss_gpu"] = ("faiss not installed" if faiss is None else
+                                f"faiss {faiss.__version__} sees no GPU (a faiss-gpu build is needed)")
+        yield row
+
+
+def sections(args) -> dict:
+    """name → the section at the sizes the issue names (``toy``: every section in seconds on a CPU)."""
+    dev = args.device
+    if args.toy:
+        return {"stage1": lambda: stage1(["cfrh-tiny-vit"], 120, 60, 64, 32, 2, dev),
+                "stage2": lambda: stage2(TABLE_METHODS, 2000, 32, dev, epochs=2),
+                "eval": lambda: evaluation([32], 200, 5000, dev),
+                "search": lambda: search(20000, [64], 100)}
+    workers = args.workers if args.workers is not None else max(2, (os.cpu_count() or 4) - 2)
+    return {"stage1": lambda: stage1(["ViT-B-32", "ViT-L-14"], args.images or 8192, 1024, 224, args.batch or 256,
+                                     workers, dev),
+            "stage2": lambda: stage2(TABLE_METHODS, 20015, 32, dev),
+            "eval": lambda: evaluation([16, 32, 64, 128], 2000, 184577, dev),
+            "search": lambda: search(1_000_000, [64, 128], 1000)}
