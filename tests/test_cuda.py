@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from conftest import features, interrupt_after_checkpoints
+from PIL import Image
 
 from cfrh.encoders import load_encoder
 from cfrh_cache.readers.synth import make_synth
