@@ -86,35 +86,52 @@ def stage1_row(model: str, reader: str, data: Path, cache_dir: Path, batch: int,
             "peak_gpu_gb": peak, "target": ">= 0.9 of the bare forward"}
 
 
-def stage2(methods, n: int, bits: int, device: str, epochs: int | None = None):
-    """Per method: a one-epoch run and the whole default run (``epochs``: a shorter "whole" run,
-    for the dry run); then the cost of a default table and of a study, from those."""
+def stage2(methods, n: int, bits: int, device: str, deadline: float, epochs: int | None = None):
+    """Per method: a one-epoch run, then the whole default run (``epochs``: shorter "whole" runs,
+    for the dry run), cheapest first; a whole run whose prediction (its one-epoch run and epoch
+    time) would end past ``deadline`` (``time.monotonic()``) is reported as predicted, not run.
+    Last, the cost of a default table and of a study per method, from those."""
     dev = resolve_device(device)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         mirflickr_shaped_cache(Path(tmp), n)
         run = lambda **over: train(load("mirflickr", overrides={"bits": bits, "device": device, **over}), tmp,
-                                   "mirflickr", progress=False)
+                                   "mirflickr", progress=False)["result"]
         run(method="cfrh", epochs=1, eval_every=1)  # CUDA context, cuBLAS and allocator warm-up, not measured
-        for method in methods:
-            trainable = method_class(method).trainable
-            one = run(method=method, epochs=1, eval_every=1)["result"] if trainable else None
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
-            t = time.perf_counter()
-            whole = run(method=method, **({"epochs": epochs} if epochs and trainable else {}))["result"]
-            wall = time.perf_counter() - t
-            cfg = whole["config"]
-            rows.append({"method": method, "bits": bits, "device": str(dev), "trainable": trainable,
-                         "epochs": cfg["epochs"] if trainable else None, "batch_size": cfg["batch_size"],
-                         "n_train": whole["protocol"]["n_train"], "n_query": whole["protocol"]["n_query"],
-                         "n_database": whole["protocol"]["n_database"],
-                         "one_epoch_run_s": one["timing"]["train_s"] if one else None,
-                         "whole_run_s": round(wall, 2), "train_s": whole["timing"]["train_s"],
-                         "eval_s": whole["timing"]["eval_s"], "peak_gpu_gb": _peak_gb(dev),
-                         "map50": [whole["metrics"][d]["map@50"] for d in ("i2t", "t2i")]})
+        first = {m: run(method=m, epochs=1, eval_every=1) for m in methods if method_class(m).trainable}
+        full = {m: epochs or load("mirflickr", overrides={"method": m})["epochs"] for m in first}
+        predicted = {m: round(r["timing"]["train_s"] + (full[m] - 1) * r["timing"]["epoch_s"] + r["timing"]["eval_s"], 2)
+                     for m, r in first.items()}
+        rows = []
+        for method in sorted(methods, key=lambda m: predicted.get(m, 0.0)):  # fitted-once methods first
+            if method in first and time.monotonic() + predicted[method] > deadline:
+                rows.append(stage2_row(method, bits, dev, first.get(method), None, predicted.get(method)))
+            else:
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+                t = time.perf_counter()
+                whole = run(method=method, **({"epochs": full[method]} if method in first else {}))
+                rows.append(stage2_row(method, bits, dev, first.get(method), whole, predicted.get(method),
+                                       time.perf_counter() - t))
             yield rows[-1]
     yield costs(rows)
+
+
+def stage2_row(method: str, bits: int, dev: torch.device, first: dict | None, whole: dict | None,
+               predicted: float | None, wall: float | None = None) -> dict:
+    """One method's figures; ``whole`` None: its whole run did not fit the time left (predicted)."""
+    shown = whole or first
+    row = {"method": method, "bits": bits, "device": str(dev), "trainable": first is not None,
+           "epochs": shown["config"]["epochs"] if first else None, "batch_size": shown["config"]["batch_size"],
+           "n_train": shown["protocol"]["n_train"], "n_query": shown["protocol"]["n_query"],
+           "n_database": shown["protocol"]["n_database"],
+           "one_epoch_run_s": first["timing"]["train_s"] if first else None,
+           "epoch_s": first["timing"]["epoch_s"] if first else None, "predicted_whole_run_s": predicted,
+           "measured": whole is not None}
+    if whole is None:
+        return {**row, "whole_run_s": predicted, "note": "not run: its prediction ended past the time budget"}
+    return {**row, "whole_run_s": round(wall, 2), "train_s": whole["timing"]["train_s"],
+            "eval_s": whole["timing"]["eval_s"], "peak_gpu_gb": _peak_gb(dev),
+            "map50": [whole["metrics"][d]["map@50"] for d in ("i2t", "t2i")]}
 
 
 def costs(rows: list[dict]) -> dict:
@@ -123,8 +140,9 @@ def costs(rows: list[dict]) -> dict:
     is a small part of the work), and a trial at most a run without its test evaluation (pruning
     stops some early)."""
     runs = len(TABLE_BITS) * TABLE_SEEDS
-    study = {r["method"]: round(STUDY_TRIALS * r["train_s"] / 60, 1) for r in rows}
+    study = {r["method"]: round(STUDY_TRIALS * r.get("train_s", r["whole_run_s"]) / 60, 1) for r in rows}
     return {"summary": True, "methods": [r["method"] for r in rows],
+            "predicted_not_run": [r["method"] for r in rows if not r["measured"]],
             "table_runs": runs * len(rows), "table_minutes": round(runs * sum(r["whole_run_s"] for r in rows) / 60, 1),
             "study_trials": STUDY_TRIALS, "study_minutes_per_method": study,
             "studies_minutes_all_methods": round(sum(study.values()), 1),
@@ -196,12 +214,12 @@ def sections(args) -> dict:
     dev = args.device
     if args.toy:
         return {"stage1": lambda: stage1(["cfrh-tiny-vit"], 120, 60, 64, 32, 2, dev),
-                "stage2": lambda: stage2(TABLE_METHODS, 2000, 32, dev, epochs=2),
                 "eval": lambda: evaluation([32], 200, 5000, dev),
-                "search": lambda: search(20000, [64], 100)}
+                "search": lambda: search(20000, [64], 100),
+                "stage2": lambda: stage2(TABLE_METHODS, 2000, 32, dev, args.deadline, epochs=2)}
     workers = args.workers if args.workers is not None else max(2, (os.cpu_count() or 4) - 2)
     return {"stage1": lambda: stage1(["ViT-B-32", "ViT-L-14"], args.images or 8192, 1024, 224, args.batch or 256,
                                      workers, dev),
-            "stage2": lambda: stage2(TABLE_METHODS, 20015, 32, dev),
             "eval": lambda: evaluation([16, 32, 64, 128], 2000, 184577, dev),
-            "search": lambda: search(1_000_000, [64, 128], 1000)}
+            "search": lambda: search(1_000_000, [64, 128], 1000),
+            "stage2": lambda: stage2(TABLE_METHODS, 20015, 32, dev, args.deadline)}  # last: it fills the time left

@@ -66,9 +66,10 @@ def gpu_rows(table: Table, results: dict) -> None:
             table.add_row(f"default table: {r['table_runs']} runs", f"{r['table_minutes']} min",
                           f"30-trial studies: {r['studies_minutes_all_methods']} min for all methods", "", r["assumes"])
             continue
-        epoch = f", one epoch {r['one_epoch_run_s']} s" if r["one_epoch_run_s"] is not None else ""
-        table.add_row(f"stage 2 {r['method']}, {r['bits']} bits ({r['device']})", f"{r['whole_run_s']} s{epoch}",
-                      f"mAP@50 {r['map50'][0]:.3f} / {r['map50'][1]:.3f}", "",
+        epoch = f", an epoch {r['epoch_s']} s" if r["epoch_s"] is not None else ""
+        quality = f"mAP@50 {r['map50'][0]:.3f} / {r['map50'][1]:.3f}" if r["measured"] else r["note"]
+        table.add_row(f"stage 2 {r['method']}, {r['bits']} bits ({r['device']})",
+                      f"{r['whole_run_s']} s{'' if r['measured'] else ' (predicted)'}{epoch}", quality, "",
                       f"{r['epochs']} epochs" if r["epochs"] else "fitted once")
     for r in results.get("eval", []):
         table.add_row(f"eval {r['items']:,} × {r['bits']} bits, all metrics (CPU)", f"{r['ours_cpu_all_metrics_s']} s",

@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
                                                                "on a CPU: checks the script before a GPU runs it)")
     parser.add_argument("--only", default="", help="run only these sections (space-separated), e.g. 'search ann'")
     parser.add_argument("--device", default="auto", help="the GPU set's device (default auto)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="the GPU set's time budget: stage 2 predicts the whole runs that would end past it "
+                             "instead of running them (default 420 s, unlimited at toy sizes)")
     parser.add_argument("--bits", default="16 32 64 128")
     parser.add_argument("--train-bits", default="16 32 64 128")
     parser.add_argument("--model", default="ViT-B-32", help="the CPU set's stage 1 model")
@@ -92,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
     args.toy = args.quick or args.dry_run
+    budget = args.budget_s if args.budget_s is not None else (float("inf") if args.toy else 420.0)
+    args.deadline = time.monotonic() + budget
     if args.set == "gpu" and not args.dry_run and resolve_device(args.device).type != "cuda":
         parser.error(f"--set gpu measures a CUDA device and torch {torch.__version__} sees none here; "
                      "run `bench/run.py --set gpu --dry-run` to check the script on this machine")

@@ -212,13 +212,15 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
     method = build(config["method"], config, img.shape[1], txt.shape[1], data.text_kind).to(device)
     t0 = time.perf_counter()
     method.fit(train_img, train_txt)
-    best, history = {"score": -1.0, "epoch": None, "state": None}, []
+    best, history, epoch_s = {"score": -1.0, "epoch": None, "state": None}, [], []
     if method.trainable:
         loop, saved = Loop(method, config), Checkpoint(checkpoint, inputs(config, data.inputs))
         loop.resume(saved.load(), method)
         with epoch_bar(config, loop.first, progress) as show:
             for epoch in range(loop.first, config["epochs"]):
-                entry = run_epoch(method, loop, epoch, train_img, train_txt, config)
+                t = time.perf_counter()
+                entry = run_epoch(method, loop, epoch, train_img, train_txt, config)  # ends on the host: timed whole
+                epoch_s.append(time.perf_counter() - t)
                 due = (epoch + 1) % config["eval_every"] == 0 or epoch + 1 == config["epochs"]
                 score = None
                 if due:
@@ -235,15 +237,15 @@ def train(config: dict, cache_dir: str | Path = "cache", dataset: str = "synth",
         best["score"] = validate(method, data, device, config["topk"], {})
         if on_validation is not None:
             on_validation(0, best["score"])
-    train_s = time.perf_counter() - t0
+    timing = {"train_s": round(time.perf_counter() - t0, 3),  # fit, epochs and validations
+              "epoch_s": round(sum(epoch_s) / len(epoch_s), 4) if epoch_s else None}  # one epoch's loop, mean
     if not test:
-        return {"selection": {"epoch": best["epoch"], "val_map": best["score"]}, "history": history,
-                "timing": {"train_s": round(train_s, 3)}}
-    return evaluate_selected(method, data, config, device, best, history, train_s)
+        return {"selection": {"epoch": best["epoch"], "val_map": best["score"]}, "history": history, "timing": timing}
+    return evaluate_selected(method, data, config, device, best, history, timing)
 
 
 def evaluate_selected(method, data: CachedData, config: dict, device, best: dict, history: list,
-                      train_s: float) -> dict:
+                      timing: dict) -> dict:
     """The test queries, scored once, with the selected epoch's weights (and the last epoch's,
     for the record); the run's output: result, codes, model, curves and per-query AP."""
     t1, split, k = time.perf_counter(), data.split, config["topk"]
@@ -255,7 +257,8 @@ def evaluate_selected(method, data: CachedData, config: dict, device, best: dict
         method.load_state_dict(best["state"])
     metrics, codes = retrieval(method, data, split["query"], split["database"], device, k)
     eval_s = time.perf_counter() - t1
-    result = make_result(config, data, metrics, last_metrics or metrics, best, train_s, eval_s, history)
+    result = make_result(config, data, metrics, last_metrics or metrics, best, {**timing, "eval_s": round(eval_s, 3)},
+                         history)
     codes.update(query_index=split["query"], database_index=split["database"])
     curves = {d: metrics[d]["pr_curve"] for d in DIRECTIONS}
     per_query = {f"{d}_{name}": values for d in DIRECTIONS for name, values in metrics[d]["per_query"].items()}
@@ -300,7 +303,7 @@ def versions() -> dict:
             "numpy": np.__version__, "zarr": zarr.__version__, "cfrh": __version__}
 
 
-def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, eval_s, history) -> dict:
+def make_result(config, data: CachedData, metrics, last_metrics, best, timing: dict, history) -> dict:
     split = data.attrs.get("split", {})
     strip = lambda m: {d: {k: v for k, v in m[d].items() if k not in ("pr_curve", "per_query")} for d in ("i2t", "t2i")}
     encoder_attrs = data.attrs.get("encoders", {}).get(data.encoder, {})
@@ -320,7 +323,7 @@ def make_result(config, data: CachedData, metrics, last_metrics, best, train_s, 
                               "fitted once, scored once on validation" if best["score"] >= 0 else "no training"},
         "metrics": strip(metrics),
         "metrics_last_epoch": strip(last_metrics),
-        "timing": {"train_s": round(train_s, 3), "eval_s": round(eval_s, 3)},
+        "timing": timing,
         "history": history,
         "versions": versions(),
         "cache": {"cfrh_version": data.attrs.get("cfrh_version"), "created": data.attrs.get("created")},

@@ -62,12 +62,24 @@ def test_gpu_set_dry_run_measures_every_section(tmp_path):
     for r in results["stage1"]:
         assert r["pipeline_img_s"] > 0 and r["bare_forward_img_s"] > 0 and sum(r["share"].values()) <= 1.0
     *runs, summary = results["stage2"]
-    assert [r["method"] for r in runs] == TABLE_METHODS
-    assert all(r["whole_run_s"] > 0 and (r["one_epoch_run_s"] is not None) == r["trainable"] for r in runs)
+    assert sorted(r["method"] for r in runs) == sorted(TABLE_METHODS) and all(r["measured"] for r in runs)
+    assert all(r["whole_run_s"] > 0 and (r["epoch_s"] is not None) == r["trainable"] for r in runs)
+    assert all(r["predicted_whole_run_s"] > 0 for r in runs if r["trainable"])
     assert summary["table_runs"] == 12 * len(TABLE_METHODS)
     assert summary["table_minutes"] == pytest.approx(12 * sum(r["whole_run_s"] for r in runs) / 60, abs=0.1)
     assert all(r["agree"] for r in results["eval"]) and results["search"][0]["ours_cpu_queries_per_s"] > 0
     assert set(results["section_s"]) == {"stage1", "stage2", "eval", "search"}
+
+
+@pytest.mark.slow
+def test_whole_runs_past_the_budget_are_predicted_not_run(tmp_path):
+    done, results = bench(tmp_path, "--set", "gpu", "--dry-run", "--only", "stage2", "--budget-s", "0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    *runs, summary = results["stage2"]
+    for r in runs:  # the fitted-once methods have no prediction: they always run
+        assert r["measured"] != r["trainable"] and ("map50" in r) == r["measured"]
+        assert not r["trainable"] or r["whole_run_s"] == r["predicted_whole_run_s"]
+    assert sorted(summary["predicted_not_run"]) == sorted(r["method"] for r in runs if r["trainable"])
 
 
 @pytest.mark.slow

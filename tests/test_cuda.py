@@ -16,6 +16,7 @@ from PIL import Image
 
 from cfrh.encoders import load_encoder
 from cfrh_cache.readers.synth import make_synth
+from cfrh_search.index import IndexSpec, export_index
 from cfrh_train.config import load
 from cfrh_train.train import run, train
 
@@ -104,7 +105,6 @@ print(json.dumps({"cuda_seen": torch.cuda.is_available(), "device": str(queries.
 
 
 def test_run_trained_on_cuda_exports_and_searches_on_a_cpu(cuda_device, synth_dir, tmp_path):
-    from cfrh_search.index import IndexSpec, export_index
     cache = tmp_path / "cache"
     features("manifest", synth_dir, cache, chunk_rows=64, device=cuda_device)
     folder = run(load("manifest", overrides={**FAST, "bits": 24, "device": cuda_device}), cache, "manifest",
