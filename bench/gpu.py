@@ -54,36 +54,36 @@ def stage1(models, n: int, base: int, size: int, batch: int, workers: int, devic
         data = tiled_synth(Path(tmp), n, base, size)
         made_s = time.perf_counter() - t
         for model in models:
+            encoder = load_encoder(model, "none", device, 0)  # the bare forward's; the pipeline loads its own
             for reader, form in (("manifest", "JPEG files"), ("synth", "IAll array (HDF5, uncompressed)")):
-                row = stage1_row(model, reader, data, Path(tmp) / f"cache-{model}-{reader}", batch, workers, device)
-                yield {"model": model, "images_from": form, "data_made_s": round(made_s, 1), **row}
+                bare = bare_forward(encoder, read_dataset(reader, data), batch, workers)
+                options = FeatureOptions(model=model, pretrained="none", batch_size=batch, workers=workers,
+                                         device=device, progress=False)
+                t = time.perf_counter()
+                stats = build_features(reader, data, Path(tmp) / f"cache-{model}-{reader}", options).stats.as_dict()
+                whole_s = time.perf_counter() - t
+                yield {"model": model, "images_from": form, "data_made_s": round(made_s, 1),
+                       "device": str(encoder.device), "amp": encoder.device.type == "cuda", "images": stats["images"],
+                       "batch": batch, "workers": workers, **bare, "pipeline_img_s": stats["images_per_s"],
+                       "pipeline_steady_img_s": stats["steady_images_per_s"],
+                       "ratio": round(stats["images_per_s"] / bare["bare_forward_img_s"], 3),
+                       "ratio_steady": round(stats["steady_images_per_s"] / bare["bare_forward_img_s"], 3),
+                       "first_batch_s": stats["first_batch_s"], "share": stats["share"],
+                       "whole_stage1_s": round(whole_s, 2), "target": ">= 0.9 of the bare forward"}
+            del encoder
 
 
-def stage1_row(model: str, reader: str, data: Path, cache_dir: Path, batch: int, workers: int, device: str) -> dict:
-    encoder = load_encoder(model, "none", device, 0)
-    source = read_dataset(reader, data)
+def bare_forward(encoder, source, batch: int, workers: int) -> dict:
+    """The encoder alone over the batches the pipeline will encode, decoded and resized beforehand."""
     ranges = [(s, min(s + batch, source.n)) for s in range(0, source.n, batch)]
-    batches = list(batch_loader(source.images, ranges, encoder, workers))  # the batches the pipeline will encode
+    batches = list(batch_loader(source.images, ranges, encoder, workers))
     encoder(batches[0])  # kernels chosen and compiled out of the timing
     if encoder.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(encoder.device)
     t = time.perf_counter()
     for pixels in batches:
         encoder(pixels)  # returns host features: the device is synchronised
-    bare = source.n / (time.perf_counter() - t)
-    peak = _peak_gb(encoder.device)
-    del batches, encoder
-    t = time.perf_counter()
-    report = build_features(reader, data, cache_dir, FeatureOptions(model=model, pretrained="none", batch_size=batch,
-                                                                    workers=workers, device=device, progress=False))
-    whole_s = time.perf_counter() - t
-    stats = report.stats.as_dict()
-    return {"device": str(resolve_device(device)), "amp": resolve_device(device).type == "cuda", "images": source.n,
-            "batch": batch, "workers": workers, "bare_forward_img_s": round(bare, 1),
-            "pipeline_img_s": stats["images_per_s"], "pipeline_steady_img_s": stats["steady_images_per_s"],
-            "ratio": round(stats["images_per_s"] / bare, 3), "ratio_steady": round(stats["steady_images_per_s"] / bare, 3),
-            "first_batch_s": stats["first_batch_s"], "share": stats["share"], "whole_stage1_s": round(whole_s, 2),
-            "peak_gpu_gb": peak, "target": ">= 0.9 of the bare forward"}
+    return {"bare_forward_img_s": round(source.n / (time.perf_counter() - t), 1), "peak_gpu_gb": _peak_gb(encoder.device)}
 
 
 def stage2(methods, n: int, bits: int, device: str, deadline: float, epochs: int | None = None):
