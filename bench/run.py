@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="the GPU set's device (default auto)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="the GPU set's time budget: stage 2 predicts the whole runs that would end past it "
-                             "instead of running them (default 420 s, unlimited at toy sizes)")
+                             "instead of running them (default 400 s, unlimited at toy sizes)")
     parser.add_argument("--bits", default="16 32 64 128")
     parser.add_argument("--train-bits", default="16 32 64 128")
     parser.add_argument("--model", default="ViT-B-32", help="the CPU set's stage 1 model")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
     args.toy = args.quick or args.dry_run
-    budget = args.budget_s if args.budget_s is not None else (float("inf") if args.toy else 420.0)
+    budget = args.budget_s if args.budget_s is not None else (float("inf") if args.toy else 400.0)
     args.deadline = time.monotonic() + budget
     if args.set == "gpu" and not args.dry_run and resolve_device(args.device).type != "cuda":
         parser.error(f"--set gpu measures a CUDA device and torch {torch.__version__} sees none here; "
