@@ -126,8 +126,9 @@ class Loop:
             self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])  # methods that draw (UCCH's negatives) go on identically
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])  # dropout on the GPU draws from these
+        cuda_rng = state.get("cuda_rng")
+        if cuda_rng is not None and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_rng)  # dropout on the GPU draws from these
         self.best, self.history, self.first = state["best"], state["history"], state["epoch"] + 1
 
     def snapshot(self, epoch: int, method) -> dict:
