@@ -38,11 +38,6 @@ from cfrh_train.train import train
 TABLE_BITS, TABLE_SEEDS, STUDY_TRIALS = (16, 32, 64, 128), 3, 30
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _peak_gb(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
 
@@ -104,31 +99,32 @@ def stage2(methods, n: int, bits: int, device: str, deadline: float, epochs: int
         rows = []
         for method in sorted(methods, key=lambda m: predicted.get(m, 0.0)):  # fitted-once methods first
             if method in first and time.monotonic() + predicted[method] > deadline:
-                rows.append(stage2_row(method, bits, dev, first.get(method), None, predicted.get(method)))
+                rows.append(stage2_row(method, bits, dev, full, first, None, predicted))
             else:
                 if dev.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(dev)
                 t = time.perf_counter()
                 whole = run(method=method, **({"epochs": full[method]} if method in first else {}))
-                rows.append(stage2_row(method, bits, dev, first.get(method), whole, predicted.get(method),
-                                       time.perf_counter() - t))
+                rows.append(stage2_row(method, bits, dev, full, first, whole, predicted, time.perf_counter() - t))
             yield rows[-1]
     yield costs(rows)
 
 
-def stage2_row(method: str, bits: int, dev: torch.device, first: dict | None, whole: dict | None,
-               predicted: float | None, wall: float | None = None) -> dict:
-    """One method's figures; ``whole`` None: its whole run did not fit the time left (predicted)."""
-    shown = whole or first
-    row = {"method": method, "bits": bits, "device": str(dev), "trainable": first is not None,
-           "epochs": shown["config"]["epochs"] if first else None, "batch_size": shown["config"]["batch_size"],
+def stage2_row(method: str, bits: int, dev: torch.device, epochs: dict, first: dict, whole: dict | None,
+               predicted: dict, wall: float | None = None) -> dict:
+    """One method's figures (``epochs``, ``first`` and ``predicted`` are per trainable method);
+    ``whole`` None: its whole run did not fit the time left, so its time is the prediction."""
+    one = first.get(method)
+    shown = whole or one
+    row = {"method": method, "bits": bits, "device": str(dev), "trainable": one is not None,
+           "epochs": epochs.get(method), "batch_size": shown["config"]["batch_size"],
            "n_train": shown["protocol"]["n_train"], "n_query": shown["protocol"]["n_query"],
            "n_database": shown["protocol"]["n_database"],
-           "one_epoch_run_s": first["timing"]["train_s"] if first else None,
-           "epoch_s": first["timing"]["epoch_s"] if first else None, "predicted_whole_run_s": predicted,
+           "one_epoch_run_s": one["timing"]["train_s"] if one else None,
+           "epoch_s": one["timing"]["epoch_s"] if one else None, "predicted_whole_run_s": predicted.get(method),
            "measured": whole is not None}
     if whole is None:
-        return {**row, "whole_run_s": predicted, "note": "not run: its prediction ended past the time budget"}
+        return {**row, "whole_run_s": predicted[method], "note": "not run: its prediction ended past the time budget"}
     return {**row, "whole_run_s": round(wall, 2), "train_s": whole["timing"]["train_s"],
             "eval_s": whole["timing"]["eval_s"], "peak_gpu_gb": _peak_gb(dev),
             "map50": [whole["metrics"][d]["map@50"] for d in ("i2t", "t2i")]}

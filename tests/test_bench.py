@@ -78,7 +78,7 @@ def test_whole_runs_past_the_budget_are_predicted_not_run(tmp_path):
     *runs, summary = results["stage2"]
     for r in runs:  # the fitted-once methods have no prediction: they always run
         assert r["measured"] != r["trainable"] and ("map50" in r) == r["measured"]
-        assert not r["trainable"] or r["whole_run_s"] == r["predicted_whole_run_s"]
+        assert not r["trainable"] or (r["whole_run_s"] == r["predicted_whole_run_s"] and r["epochs"] == 2)
     assert sorted(summary["predicted_not_run"]) == sorted(r["method"] for r in runs if r["trainable"])
 
 
