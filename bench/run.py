@@ -30,6 +30,7 @@ from report import print_table
 
 from cfrh import __version__
 from cfrh.devices import resolve_device
+from cfrh.errors import ConfigError
 
 SETS = {"cpu": cpu.sections, "gpu": gpu.sections}
 OUT = {"cpu": "bench/results.json", "gpu": "bench/results-gpu.json"}
@@ -97,7 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     args.toy = args.quick or args.dry_run
     budget = args.budget_s if args.budget_s is not None else (float("inf") if args.toy else 400.0)
     args.deadline = time.monotonic() + budget
-    if args.set == "gpu" and not args.dry_run and resolve_device(args.device).type != "cuda":
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if args.set == "gpu" and not args.dry_run and device.type != "cuda":
         parser.error(f"--set gpu measures a CUDA device and torch {torch.__version__} sees none here; "
                      "run `bench/run.py --set gpu --dry-run` to check the script on this machine")
     sections = SETS[args.set](args)
