@@ -2,8 +2,8 @@
 process. Targets are reported beside the figures, never asserted (shared machines are noisy).
 Sections:
 
-- stage1: images/s of the whole pipeline (read → resize → encode → Zarr) vs the bare encoder
-  forward on the same model, batch and device;
+- stage1 (``stage1.py``): images/s of the whole pipeline (read → resize → encode → Zarr) vs the
+  bare encoder forward on the same batches, from JPEG files and from an ``IAll`` array;
 - eval: all metrics for 2,000 queries × 184,577 items (NUS scale) vs the lineage's per-query
   ``calculate_top_map`` loop (mAP@50 only) on the same codes, with time and peak memory;
 - search: Hamming top-50 queries/s at 184,577 and 1,000,000 items vs faiss ``IndexBinaryFlat``
@@ -31,11 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from baselines import calculate_top_map, mirflickr_shaped_cache, peer_style, structured_codes
+from stage1 import stage1
 
 from cfrh.codes import pack_codes
-from cfrh.encoders import load_encoder
-from cfrh_cache.pipeline import FeatureOptions, build_features
-from cfrh_cache.readers.synth import make_synth
 from cfrh_search import ann
 from cfrh_search.topk import hamming_topk
 from cfrh_train.config import load
@@ -268,27 +266,6 @@ def bench_shallow(bits: int = 32, methods=("cvh", "imh", "cmfh", "lssh", "lsh"),
     return rows
 
 
-def bench_stage1(model: str, n: int, batch: int, workers: int):
-    """Pipeline images/s vs bare forward on the same model, batch and device."""
-    with tempfile.TemporaryDirectory() as tmp:
-        data = make_synth(Path(tmp) / "d", n=n, n_labels=8, seed=0)
-        encoder = load_encoder(model, "none", "auto", 0)
-        pixels = torch.randint(0, 255, (batch, 3, *encoder.size), dtype=torch.uint8)
-        encoder(pixels[:2])  # warm-up
-        t = time.perf_counter()
-        for _ in range(max(1, n // batch)):
-            encoder(pixels)
-        bare = max(1, n // batch) * batch / (time.perf_counter() - t)
-        report = build_features("synth", data, Path(tmp) / "c", FeatureOptions(model=model, pretrained="none",
-                                                                           batch_size=batch, workers=workers,
-                                                                           progress=False))
-        stats = report.stats.as_dict()
-    return {"model": model, "device": str(encoder.device), "images": n, "batch": batch, "workers": workers,
-            "bare_forward_img_s": round(bare, 2), "pipeline_img_s": stats["images_per_s"],
-            "ratio": round(stats["images_per_s"] / bare, 3), "share": stats["share"],
-            "target": ">= 0.9 on a GPU; reader share small on CPU"}
-
-
 def sections(args) -> dict:
     """name → the section at full size, or (``toy``) at the sizes of a few-minute smoke run."""
     bits = [int(b) for b in args.bits.split()]
@@ -301,7 +278,7 @@ def sections(args) -> dict:
                 "trainer": lambda: bench_trainer(n=1000),
                 "stage2": lambda: bench_stage2(train_bits[:1], epochs=2, n=2000),
                 "shallow": lambda: bench_shallow(methods=("cvh", "cmfh"), n=2000),
-                "stage1": lambda: bench_stage1("cfrh-tiny-vit", 128, 32, args.workers or 2)}
+                "stage1": lambda: stage1(["cfrh-tiny-vit"], 120, 60, 64, 32, args.workers or 2, "cpu")}
     return {"eval": lambda: bench_eval(bits),
             "search": bench_search,
             "ann": bench_ann,
@@ -309,4 +286,5 @@ def sections(args) -> dict:
             "trainer": bench_trainer,
             "stage2": lambda: bench_stage2(train_bits),
             "shallow": bench_shallow,
-            "stage1": lambda: bench_stage1(args.model, args.images or 256, args.batch or 64, args.workers or 2)}
+            "stage1": lambda: stage1([args.model], args.images or 256, 128, 224, args.batch or 64, args.workers or 2,
+                                     "cpu")}

@@ -1,9 +1,9 @@
 """``make bench-gpu``: the machine our users train on. Every section yields its rows one at a
 time (``run.py`` writes the JSON after each, so a run cut short keeps what it measured):
 
-- stage1: the stage 1 pipeline (read → resize → encode under AMP → Zarr) in images/s against
-  the bare encoder forward on the same batches, from JPEG files (DataLoader workers decoding)
-  and from an ``IAll`` array, with the shares of reading, encoding and writing;
+- stage1 (``stage1.py``, which the CPU set runs too): the stage 1 pipeline (read → resize →
+  encode under AMP → Zarr) in images/s against the bare encoder forward on the same batches,
+  for ViT-B-32 and ViT-L-14, from JPEG files and from an ``IAll`` array;
 - stage2: every method at MIRFlickr shapes, 32 bits: one epoch (a one-epoch run) and one whole
   default run; from those, the cost of the default table and of a 30-trial study per method;
 - eval: all metrics at NUS-WIDE scale with our CPU kernel, against mAP@50 alone ranked on the
@@ -21,14 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from baselines import mirflickr_shaped_cache, tiled_synth, torch_map_at_k
+from baselines import mirflickr_shaped_cache, torch_map_at_k
+from stage1 import peak_gpu_gb, stage1
 
 from cfrh.codes import pack_codes
 from cfrh.devices import resolve_device
-from cfrh.encoders import load_encoder
-from cfrh_cache.loader import batch_loader
-from cfrh_cache.pipeline import FeatureOptions, build_features
-from cfrh_cache.readers import read_dataset
 from cfrh_search.topk import hamming_topk
 from cfrh_train.config import load
 from cfrh_train.methods import TABLE_METHODS, method_class
@@ -36,49 +33,6 @@ from cfrh_train.metrics import evaluate
 from cfrh_train.train import train
 
 TABLE_BITS, TABLE_SEEDS, STUDY_TRIALS = (16, 32, 64, 128), 3, 30
-
-
-def _peak_gb(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
-
-
-def stage1(models, n: int, base: int, size: int, batch: int, workers: int, device: str):
-    """Per model and image form: pipeline images/s against the bare forward on the same batches."""
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        data = tiled_synth(Path(tmp), n, base, size)
-        made_s = time.perf_counter() - t
-        for model in models:
-            encoder = load_encoder(model, "none", device, 0)  # the bare forward's; the pipeline loads its own
-            for reader, form in (("manifest", "JPEG files"), ("synth", "IAll array (HDF5, uncompressed)")):
-                bare = bare_forward(encoder, read_dataset(reader, data), batch, workers)
-                options = FeatureOptions(model=model, pretrained="none", batch_size=batch, workers=workers,
-                                         device=device, progress=False)
-                t = time.perf_counter()
-                stats = build_features(reader, data, Path(tmp) / f"cache-{model}-{reader}", options).stats.as_dict()
-                whole_s = time.perf_counter() - t
-                yield {"model": model, "images_from": form, "data_made_s": round(made_s, 1),
-                       "device": str(encoder.device), "amp": encoder.device.type == "cuda", "images": stats["images"],
-                       "batch": batch, "workers": workers, **bare, "pipeline_img_s": stats["images_per_s"],
-                       "pipeline_steady_img_s": stats["steady_images_per_s"],
-                       "ratio": round(stats["images_per_s"] / bare["bare_forward_img_s"], 3),
-                       "ratio_steady": round(stats["steady_images_per_s"] / bare["bare_forward_img_s"], 3),
-                       "first_batch_s": stats["first_batch_s"], "share": stats["share"],
-                       "whole_stage1_s": round(whole_s, 2), "target": ">= 0.9 of the bare forward"}
-            del encoder
-
-
-def bare_forward(encoder, source, batch: int, workers: int) -> dict:
-    """The encoder alone over the batches the pipeline will encode, decoded and resized beforehand."""
-    ranges = [(s, min(s + batch, source.n)) for s in range(0, source.n, batch)]
-    batches = list(batch_loader(source.images, ranges, encoder, workers))
-    encoder(batches[0])  # kernels chosen and compiled out of the timing
-    if encoder.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(encoder.device)
-    t = time.perf_counter()
-    for pixels in batches:
-        encoder(pixels)  # returns host features: the device is synchronised
-    return {"bare_forward_img_s": round(source.n / (time.perf_counter() - t), 1), "peak_gpu_gb": _peak_gb(encoder.device)}
 
 
 def stage2(methods, n: int, bits: int, device: str, deadline: float, epochs: int | None = None):
@@ -126,7 +80,7 @@ def stage2_row(method: str, bits: int, dev: torch.device, epochs: dict, first: d
     if whole is None:
         return {**row, "whole_run_s": predicted[method], "note": "not run: its prediction ended past the time budget"}
     return {**row, "whole_run_s": round(wall, 2), "train_s": whole["timing"]["train_s"],
-            "eval_s": whole["timing"]["eval_s"], "peak_gpu_gb": _peak_gb(dev),
+            "eval_s": whole["timing"]["eval_s"], "peak_gpu_gb": peak_gpu_gb(dev),
             "map50": [whole["metrics"][d]["map@50"] for d in ("i2t", "t2i")]}
 
 

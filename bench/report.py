@@ -48,19 +48,20 @@ def cpu_rows(table: Table, results: dict) -> None:
     for r in results.get("shallow", []):
         table.add_row(f"shallow {r['method']}, {r['bits']} bits, MIRFlickr shapes", f"fit {r['fit_s']} s",
                       f"eval {r['eval_s']} s, mAP@50 {r['map50'][0]:.3f} / {r['map50'][1]:.3f}", "", r["target"])
-    if "stage1" in results:
-        s = results["stage1"]
-        table.add_row(f"stage 1 {s['model']} ({s['device']})", f"{s['pipeline_img_s']} img/s",
-                      f"{s['bare_forward_img_s']} img/s (bare)", f"{s['ratio']}", s["target"])
+    stage1_rows(table, results)
 
 
-def gpu_rows(table: Table, results: dict) -> None:
+def stage1_rows(table: Table, results: dict) -> None:
     for r in results.get("stage1", []):
         table.add_row(f"stage 1 {r['model']} from {r['images_from']} ({r['device']}, AMP {r['amp']})",
                       f"{r['pipeline_img_s']} img/s (steady {r['pipeline_steady_img_s']})",
                       f"{r['bare_forward_img_s']} img/s (bare forward, same batches)",
                       f"{r['ratio']} (steady {r['ratio_steady']})",
                       f"{r['target']}; shares {r['share']}")
+
+
+def gpu_rows(table: Table, results: dict) -> None:
+    stage1_rows(table, results)
     for r in results.get("stage2", []):
         if r.get("summary"):
             table.add_row(f"default table: {r['table_runs']} runs", f"{r['table_minutes']} min",
