@@ -6,17 +6,19 @@
 # Each step has its own time limit (140 s, 430 s: with the install, the whole script stays under
 # the device tool's 600 s a call), so a slow step cannot eat the others' time; the results JSON is
 # rewritten after every row, so a step stopped at its limit keeps what it measured.
-# Dry run on a CPU machine: PY=.venv/bin/python TEST_ARGS="--cuda-device cpu" BENCH_ARGS=--dry-run bash bench/device.sh
+# Dry run on a CPU machine (its own packages, no wheels):
+#   WHEELS= PY=.venv/bin/python TEST_ARGS="--cuda-device cpu" BENCH_ARGS=--dry-run bash bench/device.sh
 set -uo pipefail
 PY=${PY:-python3}
+WHEELS=${WHEELS-.whl}
 out=${OUT:-bench/device-out}
 mkdir -p "$out"
-if [ -d .whl ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+if [ -n "$WHEELS" ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
     || { echo "device.sh: the carried wheels did not install (make them with bench/device-wheels.sh)"; exit 1; }
   export PYTHONPATH=/tmp/site:$PWD
 else
-  echo "device.sh: no .whl/ here: using $PY's own packages"
+  echo "device.sh: WHEELS is empty: using $PY's own packages"
   export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1 CFRH_COMMIT=${CFRH_COMMIT:-unknown}
