@@ -4,12 +4,13 @@ time (``run.py`` writes the JSON after each, so a run cut short keeps what it me
 - stage1 (``stage1.py``, which the CPU set runs too): the stage 1 pipeline (read → resize →
   encode under AMP → Zarr) in images/s against the bare encoder forward on the same batches,
   for ViT-B-32 and ViT-L-14, from JPEG files and from an ``IAll`` array;
-- stage2: every method at MIRFlickr shapes, 32 bits: one epoch (a one-epoch run) and one whole
-  default run; from those, the cost of the default table and of a 30-trial study per method;
 - eval: all metrics at NUS-WIDE scale with our CPU kernel, against mAP@50 alone ranked on the
   GPU (``baselines.torch_map_at_k``), with both values (they must agree);
 - search: our exact Hamming top-50 on the CPU against faiss's GPU binary index, where a faiss
-  with GPU support is installed.
+  with GPU support is installed;
+- stage2, last (it fills the time left): every method at MIRFlickr shapes, 32 bits: one epoch
+  (a one-epoch run) and one whole default run; from those, the cost of the default table and of
+  a 30-trial study per method.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def search(n: int, bits_list, n_query: int, k: int = 50):
 
 
 def sections(args) -> dict:
-    """name → the section at the sizes the issue names (``toy``: every section in seconds on a CPU)."""
+    """name → the section at full size (docs/benchmarks.md's), or ``toy`` (every section in
+    seconds, on any device: the dry run)."""
     dev = args.device
     if args.toy:
         return {"stage1": lambda: stage1(["cfrh-tiny-vit"], 120, 60, 64, 32, 2, dev),
@@ -172,4 +174,4 @@ def sections(args) -> dict:
                                      workers, dev),
             "eval": lambda: evaluation([16, 32, 64, 128], 2000, 184577, dev),
             "search": lambda: search(1_000_000, [64, 128], 1000),
-            "stage2": lambda: stage2(TABLE_METHODS, 20015, 32, dev, args.deadline)}  # last: it fills the time left
+            "stage2": lambda: stage2(TABLE_METHODS, 20015, 32, dev, args.deadline)}
