@@ -114,7 +114,8 @@ def tiled_synth(root: Path, n: int, base: int, size: int = 224) -> Path:
     takes ~10 ms an image): JPEG files (hard links, one name per row) with ``manifest.csv`` for the
     manifest reader, and the MIRFlickr trio with an uncompressed ``IAll`` for the ``synth`` reader."""
     drawn = make_synth(root / "drawn", n=base, n_labels=8, seed=0, size=size)
-    rows = list(csv.DictReader(open(drawn / "manifest.csv", encoding="utf-8", newline="")))
+    with open(drawn / "manifest.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
     out = root / "tiled"
     (out / "images").mkdir(parents=True)
     (out / "mirflickr").mkdir()

@@ -6,8 +6,8 @@ Sections:
   bare encoder forward on the same batches, from JPEG files and from an ``IAll`` array;
 - eval: all metrics for 2,000 queries × 184,577 items (NUS scale) vs the lineage's per-query
   ``calculate_top_map`` loop (mAP@50 only) on the same codes, with time and peak memory;
-- search: Hamming top-50 queries/s at 184,577 and 1,000,000 items vs faiss ``IndexBinaryFlat``
-  (when faiss-cpu is installed; it is an optional extra, never required);
+- search (``search.py``): Hamming top-50 queries/s at 184,577 and 1,000,000 items vs faiss
+  ``IndexBinaryFlat`` (when faiss-cpu is installed; it is an optional extra, never required);
 - ann: approximate binary indexes (faiss IVF, HNSW, multi-index hashing; 2–3 settings each) at
   1 M and 10 M structured 64-bit codes: build time, queries/s and recall@50 against the exact
   top-50, peak memory, beside our exact search and faiss ``IndexBinaryFlat``;
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from baselines import calculate_top_map, mirflickr_shaped_cache, peer_style, structured_codes
+from search import search
 from stage1 import stage1
 
 from cfrh.codes import pack_codes
@@ -70,45 +71,6 @@ def bench_eval(bits_list, n_query=2000, n_db=184577, classes=10):
                      "lineage_map50_loop_s": round(ref_s, 3), "speedup": round(ref_s / ours_s, 2),
                      "map50_ours": ours["map@50"], "map50_lineage_unstable_ties": ref,
                      "target": "<= 0.5 s and <= 1 GB per direction"})
-    return rows
-
-
-def bench_search(sizes=(184577, 1_000_000), bits_list=(32, 64, 128), n_query=1000, k=50, repeats=3):
-    """Hamming top-k queries/s over packed codes, ours vs faiss ``IndexBinaryFlat`` when installed
-    (best of ``repeats`` interleaved runs each)."""
-    try:
-        import faiss
-    except ImportError:
-        faiss = None
-    rng = np.random.default_rng(1)
-    rows = []
-    hamming_topk(pack_codes(np.ones((1, 8))), pack_codes(np.ones((3, 8))), 8, 2)  # JIT out of the timing
-    for n in sizes:
-        for bits in bits_list:
-            db_bits = rng.random((n, bits)) < 0.5
-            q_bits = rng.random((n_query, bits)) < 0.5
-            db, q = pack_codes(np.where(db_bits, 1, -1)), pack_codes(np.where(q_bits, 1, -1))
-            if faiss is not None:
-                index = faiss.IndexBinaryFlat(bits)
-                index.add(np.packbits(db_bits, axis=1))
-                q_bytes = np.packbits(q_bits, axis=1)
-            ours_s = faiss_s = float("inf")
-            for _ in range(repeats):  # interleaved, best of each: a shared machine's noise hits both alike
-                t = time.perf_counter()
-                _, dists = hamming_topk(q, db, bits, k)
-                ours_s = min(ours_s, time.perf_counter() - t)
-                if faiss is not None:
-                    t = time.perf_counter()
-                    f_dist, _ = index.search(q_bytes, k)
-                    faiss_s = min(faiss_s, time.perf_counter() - t)
-            row = {"items": n, "bits": bits, "queries": n_query, "k": k, "repeats": repeats,
-                   "ours_queries_per_s": round(n_query / ours_s, 1)}
-            if faiss is not None:
-                row.update(faiss_queries_per_s=round(n_query / faiss_s, 1), ratio_ours_to_faiss=round(faiss_s / ours_s, 3),
-                           same_distances=bool(np.array_equal(np.sort(f_dist, 1), dists)))
-            else:
-                row["faiss"] = "faiss-cpu not installed (optional: pip install faiss-cpu)"
-            rows.append(row)
     return rows
 
 
@@ -272,7 +234,7 @@ def sections(args) -> dict:
     train_bits = [int(b) for b in args.train_bits.split()]
     if args.toy:
         return {"eval": lambda: bench_eval(bits[:1], n_query=200, n_db=20000),
-                "search": lambda: bench_search(sizes=(20000,), bits_list=(32,), n_query=100),
+                "search": lambda: search(sizes=(20000,), bits_list=(32,), n_query=100),
                 "ann": lambda: bench_ann(sizes=(50_000,), n_query=100, centres=200),
                 "tune": lambda: bench_tune(trials=2, n=2000),
                 "trainer": lambda: bench_trainer(n=1000),
@@ -280,7 +242,7 @@ def sections(args) -> dict:
                 "shallow": lambda: bench_shallow(methods=("cvh", "cmfh"), n=2000),
                 "stage1": lambda: stage1(["cfrh-tiny-vit"], 120, 60, 64, 32, args.workers or 2, "cpu")}
     return {"eval": lambda: bench_eval(bits),
-            "search": bench_search,
+            "search": search,
             "ann": bench_ann,
             "tune": bench_tune,
             "trainer": bench_trainer,

@@ -6,8 +6,8 @@ time (``run.py`` writes the JSON after each, so a run cut short keeps what it me
   for ViT-B-32 and ViT-L-14, from JPEG files and from an ``IAll`` array;
 - eval: all metrics at NUS-WIDE scale with our CPU kernel, against mAP@50 alone ranked on the
   GPU (``baselines.torch_map_at_k``), with both values (they must agree);
-- search: our exact Hamming top-50 on the CPU against faiss's GPU binary index, where a faiss
-  with GPU support is installed;
+- search (``search.py``, which the CPU set runs too): our exact Hamming top-50 on the CPU
+  against faiss's ``GpuIndexBinaryFlat``, where a faiss with GPU support is installed;
 - stage2, last (it fills the time left): every method at MIRFlickr shapes, 32 bits: one epoch
   (a one-epoch run) and one whole default run; from those, the cost of the default table and of
   a 30-trial study per method.
@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from baselines import mirflickr_shaped_cache, torch_map_at_k
+from search import search
 from stage1 import peak_gpu_gb, stage1
 
-from cfrh.codes import pack_codes
 from cfrh.devices import resolve_device
-from cfrh_search.topk import hamming_topk
 from cfrh_train.config import load
 from cfrh_train.methods import TABLE_METHODS, method_class
 from cfrh_train.metrics import evaluate
@@ -126,40 +125,6 @@ def evaluation(bits_list, n_query: int, n_db: int, device: str, classes: int = 2
                "agree": bool(abs(ours["map@50"] - theirs) < 1e-9)}
 
 
-def search(n: int, bits_list, n_query: int, k: int = 50):
-    """Our exact top-k (CPU, all cores) against faiss ``GpuIndexBinaryFlat`` where installed."""
-    try:
-        import faiss
-        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    except ImportError:
-        faiss, gpus = None, 0
-    rng = np.random.default_rng(1)
-    hamming_topk(pack_codes(np.ones((1, 8))), pack_codes(np.ones((3, 8))), 8, 2)  # JIT out of the timing
-    for bits in bits_list:
-        db_bits, q_bits = rng.random((n, bits)) < 0.5, rng.random((n_query, bits)) < 0.5
-        db, q = pack_codes(np.where(db_bits, 1, -1)), pack_codes(np.where(q_bits, 1, -1))
-        ours_s = float("inf")
-        for _ in range(2):
-            t = time.perf_counter()
-            _, dists = hamming_topk(q, db, bits, k)
-            ours_s = min(ours_s, time.perf_counter() - t)
-        row = {"items": n, "bits": bits, "queries": n_query, "k": k, "ours_cpu_queries_per_s": round(n_query / ours_s, 1)}
-        if gpus:
-            index = faiss.GpuIndexBinaryFlat(faiss.StandardGpuResources(), bits)
-            index.add(np.packbits(db_bits, axis=1))
-            q_bytes = np.packbits(q_bits, axis=1)
-            index.search(q_bytes[:10], k)
-            t = time.perf_counter()
-            f_dist, _ = index.search(q_bytes, k)
-            faiss_s = time.perf_counter() - t
-            row.update(faiss_gpu_queries_per_s=round(n_query / faiss_s, 1), ratio_ours_to_faiss_gpu=round(faiss_s / ours_s, 3),
-                       same_distances=bool(np.array_equal(np.sort(f_dist, 1), dists)))
-        else:
-            row["faiss_gpu"] = ("faiss not installed" if faiss is None else
-                                f"faiss {faiss.__version__} sees no GPU (a faiss-gpu build is needed)")
-        yield row
-
-
 def sections(args) -> dict:
     """name → the section at full size (docs/benchmarks.md's), or ``toy`` (every section in
     seconds, on any device: the dry run)."""
@@ -167,11 +132,11 @@ def sections(args) -> dict:
     if args.toy:
         return {"stage1": lambda: stage1(["cfrh-tiny-vit"], 120, 60, 64, 32, 2, dev),
                 "eval": lambda: evaluation([32], 200, 5000, dev),
-                "search": lambda: search(20000, [64], 100),
+                "search": lambda: search((20000,), (64,), 100, gpu=True),
                 "stage2": lambda: stage2(TABLE_METHODS, 2000, 32, dev, args.deadline, epochs=2)}
     workers = args.workers if args.workers is not None else max(2, (os.cpu_count() or 4) - 2)
     return {"stage1": lambda: stage1(["ViT-B-32", "ViT-L-14"], args.images or 8192, 1024, 224, args.batch or 256,
                                      workers, dev),
             "eval": lambda: evaluation([16, 32, 64, 128], 2000, 184577, dev),
-            "search": lambda: search(1_000_000, [64, 128], 1000),
+            "search": lambda: search((1_000_000,), (64, 128), 1000, gpu=True),
             "stage2": lambda: stage2(TABLE_METHODS, 20015, 32, dev, args.deadline)}

@@ -20,10 +20,7 @@ def cpu_rows(table: Table, results: dict) -> None:
     for r in results.get("eval", []):
         table.add_row(f"eval {r['bits']} bits", f"{r['ours_all_metrics_s']} s, {r['ours_peak_mb']} MB",
                       f"{r['lineage_map50_loop_s']} s (loop, mAP@50 only)", f"{r['speedup']}×", r["target"])
-    for r in results.get("search", []):
-        faiss_s = f"{r['faiss_queries_per_s']} q/s (faiss IndexBinaryFlat)" if "faiss_queries_per_s" in r else r["faiss"]
-        table.add_row(f"search {r['items']:,} × {r['bits']} bits, top-{r['k']}", f"{r['ours_queries_per_s']} q/s",
-                      faiss_s, f"{r.get('ratio_ours_to_faiss', '–')}", "")
+    search_rows(table, results)
     for r in results.get("ann", []):
         if "index" not in r:
             table.add_row("ann", r["ann"], "", "", "")
@@ -60,6 +57,14 @@ def stage1_rows(table: Table, results: dict) -> None:
                       f"{r['target']}; shares {r['share']}")
 
 
+def search_rows(table: Table, results: dict) -> None:
+    for r in results.get("search", []):
+        faiss = (f"{r['faiss_queries_per_s']} q/s (faiss {r['faiss_index']})" if "faiss_queries_per_s" in r
+                 else r["faiss"])
+        table.add_row(f"search {r['items']:,} × {r['bits']} bits, top-{r['k']}", f"{r['ours_queries_per_s']} q/s (ours, CPU)",
+                      faiss, f"{r.get('ratio_ours_to_faiss', '–')}", "")
+
+
 def gpu_rows(table: Table, results: dict) -> None:
     stage1_rows(table, results)
     for r in results.get("stage2", []):
@@ -76,9 +81,4 @@ def gpu_rows(table: Table, results: dict) -> None:
         table.add_row(f"eval {r['items']:,} × {r['bits']} bits, all metrics (CPU)", f"{r['ours_cpu_all_metrics_s']} s",
                       f"{r['device_map50_only_s']} s (mAP@50 only, on {r['device']})",
                       f"{r['ratio_device_to_ours']}×", f"same mAP@50: {r['agree']}")
-    for r in results.get("search", []):
-        faiss = (f"{r['faiss_gpu_queries_per_s']} q/s (faiss GPU)" if "faiss_gpu_queries_per_s" in r
-                 else r["faiss_gpu"])
-        table.add_row(f"search {r['items']:,} × {r['bits']} bits, top-{r['k']}",
-                      f"{r['ours_cpu_queries_per_s']} q/s (ours, CPU)", faiss,
-                      f"{r.get('ratio_ours_to_faiss_gpu', '–')}", "")
+    search_rows(table, results)

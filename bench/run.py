@@ -36,9 +36,8 @@ SETS = {"cpu": cpu.sections, "gpu": gpu.sections}
 OUT = {"cpu": "bench/results.json", "gpu": "bench/results-gpu.json"}
 
 
-def machine(device: str) -> dict:
+def machine(dev: torch.device) -> dict:
     """What the figures were measured on, and with which code."""
-    dev = resolve_device(device)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(unknown)}; the {args.set} sections are "
                      f"{' '.join(sections)}")
-    head = {"set": args.set, "sizes": "toy" if args.toy else "full", "machine": machine(args.device)}
+    head = {"set": args.set, "sizes": "toy" if args.toy else "full", "machine": machine(device)}
     results = Results(Path(args.out or OUT[args.set]), head)
     for name in only:
         t = time.perf_counter()
